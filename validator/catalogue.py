@@ -1,0 +1,347 @@
+"""The rule catalogue: one TOML file per rule under rules/, loaded and checked at start.
+
+A rule is data with an identity (STYLE.md): id, title, the scheme clause it enforces,
+severity, stage, what it is evaluated on, the claim months it applies to, a condition, a
+message template, a rationale, and passing and failing cases. The registry refuses to start
+on a duplicate or mismatched ID, a missing key, an unknown field in a condition or template,
+and shows the expected shape.
+
+Conditions are Python-like expressions (`amount_claimed > monthly_maximum and role ==
+'paramedic'`) over the fields of the records the rule sees. They are parsed with `ast` (never
+evaluated) and compiled into durable-rules' JSON condition language, which the engine runs.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import string
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from validator import values as v
+from validator.errors import ConfigError
+from validator.paths import RULES_DIR
+
+SEVERITIES = ("reject", "adjust", "query", "warning")
+STAGES = ("A", "B", "C")
+
+# What each kind of record carries into the engine: field -> type. Polars derives every one of
+# them (validator/derive.py) without nulls; money is pence, dates are yyyymmdd integers.
+_LINE_FIELDS = {
+    "claim_month": int,
+    "month_start": int,
+    "month_end": int,
+    "role": str,
+    "afc_band": str,
+    "employment_model": str,
+    "additional_to_baseline": str,
+    "rotational_model": str,
+    "training_status": str,
+    "training_condition": str,
+    "training_accepted": int,
+    "claimable_from": int,
+    "review_month": int,
+    "register_found": int,
+    "days_in_post": int,
+    "lines_for_staff_role_month": int,
+    "staff_month_wte": int,
+}
+_ELIGIBLE_FIELDS = {
+    **_LINE_FIELDS,
+    "amount_claimed": int,
+    "monthly_maximum": int,
+    "reimbursable_cost": int,
+    "subcontract_fee": int,
+    "fee_limit": int,
+    "fee_adjusted_cost": int,
+    "level7_deadline": int,
+    "level7_signoff": int,
+}
+RECORD_FIELDS: dict[str, dict[str, type]] = {
+    "schema_failures": {"schema_failure": int, "claim_month": int},
+    "checked_lines": _LINE_FIELDS,
+    "eligible_lines": _ELIGIBLE_FIELDS,
+    "pcn_role_months": {"claim_month": int, "role": str, "pcn_role_wte": int, "max_wte": int},
+    "pcn_months": {
+        "claim_month": int,
+        "ytd_allowed": int,
+        "arrs_sum": int,
+        "review_month": int,
+        "month_excess": int,
+    },
+    "pcn_review_month": {"claim_month": int, "forecast_allowed": int, "arrs_sum": int},
+}
+CONSTANTS = {"WHOLE_TIME": v.WTE_UNITS, "NEVER": v.NEVER}
+
+# Fields a message template may name: each finding's context (validator/findings.py).
+MESSAGE_FIELDS = {
+    "where": "file, line and keys (or PCN and month for PCN-level findings)",
+    "column": "SCH-01: the column",
+    "value": "SCH-01: the value as read",
+    "problem": "SCH-01: what was expected",
+    "role_title": "the role's title, lower case",
+    "a_role": "the role's title with its article: 'a pharmacy technician'",
+    "wte": "the line's WTE",
+    "from_day": "' from 16 Jun 2021' when the person was in post for part of the month",
+    "claim_month": "the claim month, e.g. Jun 2021",
+    "claimed": "amount claimed",
+    "monthly_maximum": "pro-rata maximum for the month",
+    "annual_maximum": "the annual maximum per WTE used",
+    "actual_cost": "salary + NI + pension + fee",
+    "reimbursable_cost": "actual cost times the role's share",
+    "share": "the role's cost share, e.g. 50%",
+    "fee": "sub-contract fee",
+    "fee_limit": "£200 per month per WTE, pro-rata",
+    "claimable_from": "first day the role is claimable",
+    "employment_start": "employment start",
+    "employment_end": "employment end or 'no end'",
+    "review_month": "the review month",
+    "financial_year": "financial year of the claim month",
+    "afc_band": "AfC band as read",
+    "reimbursement_start": "first day reimbursed in the role",
+    "deadline": "the Level 7 sign-off deadline",
+    "deadline_basis": "'six months after ...' or 'agreed extension ...'",
+    "signoff": "Level 7 sign-off date or 'none'",
+    "rotational_model": "Y or N",
+    "training_status": "training status",
+    "accepted_statuses": "statuses the role's training condition accepts",
+    "duplicate_lines": "number of lines for the same person, role and month",
+    "staff_total_wte": "the person's total WTE in the month",
+    "pcn_role_wte": "the PCN's total WTE in the role in the month",
+    "max_wte": "the number limit",
+    "list_size": "the PCN's list size",
+    "ytd_allowed": "allowed so far this financial year",
+    "arrs_sum": "the PCN's ARRS sum",
+    "excess": "BUD-01: this month's excess",
+    "month_allowed": "the month's allowed total",
+    "forecast": "BUD-02: full-year forecast",
+    "months_remaining": "BUD-02: months after the review month to March",
+}
+
+RULE_SHAPE = """\
+id = "CAP-01"                         # equals the file name, e.g. rules/cap/CAP-01.toml
+title = "Claim above the pro-rata maximum reimbursable amount"
+clause = "which part of the scheme it enforces"
+severity = "adjust"                   # reject | adjust | query | warning
+stage = "C"                           # A | B | C (SPEC section 6)
+applies_to = "eligible_lines"         # schema_failures | checked_lines | eligible_lines |
+                                      # pcn_role_months | pcn_months | pcn_review_month
+effective_from = "2019-07"            # first claim month the rule applies to
+effective_until = ""                  # last claim month, or blank
+when = "amount_claimed > monthly_maximum"
+allowed_up_to = "monthly_maximum"     # adjust rules on lines: the field that caps the line
+                                      # (PCN-level adjust rules: at_risk_field = "month_excess")
+message = "{where}: claimed {claimed} exceeds ... [CAP-01]"
+rationale = "one paragraph: why the rule exists"
+
+[[cases]]                             # at least one failing and one passing case
+name = "what the case shows"
+fires = true
+lines = [{ amount_claimed = "5000.00" }]"""
+
+_REQUIRED = (
+    "id",
+    "title",
+    "clause",
+    "severity",
+    "stage",
+    "applies_to",
+    "effective_from",
+    "when",
+    "message",
+    "rationale",
+)
+_OPTIONAL = ("effective_until", "allowed_up_to", "at_risk_field", "retired", "cases")
+_OPERATORS = {ast.Gt: "$gt", ast.GtE: "$gte", ast.Lt: "$lt", ast.LtE: "$lte", ast.NotEq: "$neq"}
+
+
+@dataclass
+class Rule:
+    id: str
+    title: str
+    clause: str
+    severity: str
+    stage: str
+    applies_to: str
+    effective_from: str
+    effective_until: str
+    when: str
+    message: str
+    rationale: str
+    path: Path
+    allowed_up_to: str = ""
+    at_risk_field: str = ""
+    retired: bool = False
+    cases: list[dict] = field(default_factory=list)
+    condition: dict = field(default_factory=dict)
+    fields: list[str] = field(default_factory=list)
+
+    @property
+    def is_line_rule(self) -> bool:
+        return self.applies_to in ("schema_failures", "checked_lines", "eligible_lines")
+
+
+class RuleFileError(ConfigError):
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"rule file {path}: {problem}\nA rule file has this shape:\n{RULE_SHAPE}")
+
+
+class _Compiler:
+    """Python-expression conditions to durable-rules JSON; collects the fields read."""
+
+    def __init__(self, known: dict[str, type], path: Path) -> None:
+        self.known = known
+        self.path = path
+        self.fields: set[str] = set()
+
+    def fail(self, node: ast.AST, problem: str) -> RuleFileError:
+        return RuleFileError(self.path, f"condition: {problem} (at `{ast.unparse(node)}`)")
+
+    def field(self, node: ast.AST) -> tuple[str, type]:
+        if not isinstance(node, ast.Name) or node.id not in self.known:
+            raise self.fail(node, f"expected a field, one of: {', '.join(sorted(self.known))}")
+        self.fields.add(node.id)
+        return node.id, self.known[node.id]
+
+    def operand(self, node: ast.AST, kind: type) -> object:
+        if isinstance(node, ast.Constant) and type(node.value) is kind:
+            return node.value
+        if isinstance(node, ast.Name) and node.id in CONSTANTS and kind is int:
+            return CONSTANTS[node.id]
+        if isinstance(node, ast.Name) and self.known.get(node.id) is kind:
+            self.fields.add(node.id)
+            return {"$m": node.id}
+        raise self.fail(node, f"expected a {kind.__name__} constant or field of the same type")
+
+    def compile(self, node: ast.AST) -> dict:
+        if isinstance(node, ast.BoolOp):
+            key = "$and" if isinstance(node.op, ast.And) else "$or"
+            return {key: [self.compile(value) for value in node.values]}
+        if isinstance(node, ast.Compare) and len(node.ops) == 1:
+            name, kind = self.field(node.left)
+            op, right = node.ops[0], node.comparators[0]
+            if isinstance(op, ast.In | ast.NotIn):
+                if not isinstance(right, ast.Tuple | ast.List) or not right.elts:
+                    raise self.fail(node, "`in` needs a tuple of constants")
+                options = [self.operand(element, kind) for element in right.elts]
+                if isinstance(op, ast.In):
+                    return {"$or": [{name: option} for option in options]}
+                return {"$and": [{"$neq": {name: option}} for option in options]}
+            value = self.operand(right, kind)
+            if isinstance(op, ast.Eq):
+                return {name: value}
+            if type(op) in _OPERATORS:
+                return {_OPERATORS[type(op)]: {name: value}}
+        raise self.fail(node, "use comparisons (== != < <= > >= in, not in) joined by and/or")
+
+
+def compile_condition(expression: str, known: dict[str, type], path: Path) -> tuple[dict, list]:
+    """The durable-rules condition for an expression, and the fields it reads."""
+    try:
+        tree = ast.parse(expression.strip(), mode="eval")
+    except SyntaxError as error:
+        raise RuleFileError(path, f"condition does not parse: {error.msg}") from None
+    compiler = _Compiler(known, path)
+    condition = compiler.compile(tree.body)
+    return condition, sorted(compiler.fields)
+
+
+def _month_number(text: str, path: Path, key: str) -> int:
+    try:
+        year, month = text.split("-")
+        number = int(year) * 100 + int(month)
+        if len(year) != 4 or not 1 <= int(month) <= 12:
+            raise ValueError
+    except ValueError:
+        raise RuleFileError(path, f"{key} must be a month as YYYY-MM, not '{text}'") from None
+    return number
+
+
+def load_rule(path: Path) -> Rule:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise RuleFileError(path, f"is not valid TOML: {error}") from None
+    missing = [key for key in _REQUIRED if not str(data.get(key, "")).strip()]
+    if missing:
+        raise RuleFileError(path, f"missing or blank: {', '.join(missing)}")
+    unknown = set(data) - {*_REQUIRED, *_OPTIONAL}
+    if unknown:
+        raise RuleFileError(path, f"unknown key(s): {', '.join(sorted(unknown))}")
+    if data["id"] != path.stem:
+        raise RuleFileError(path, f"id '{data['id']}' must equal the file name '{path.stem}'")
+    if data["severity"] not in SEVERITIES:
+        raise RuleFileError(path, f"severity must be one of {', '.join(SEVERITIES)}")
+    if data["stage"] not in STAGES:
+        raise RuleFileError(path, f"stage must be one of {', '.join(STAGES)}")
+    if data["applies_to"] not in RECORD_FIELDS:
+        raise RuleFileError(path, f"applies_to must be one of {', '.join(RECORD_FIELDS)}")
+    rule = Rule(
+        **{key: data[key] for key in _REQUIRED},
+        effective_until=data.get("effective_until", ""),
+        allowed_up_to=data.get("allowed_up_to", ""),
+        at_risk_field=data.get("at_risk_field", ""),
+        retired=bool(data.get("retired", False)),
+        cases=list(data.get("cases", [])),
+        path=path,
+    )
+    known = RECORD_FIELDS[rule.applies_to]
+    cap = rule.allowed_up_to if rule.is_line_rule else rule.at_risk_field
+    if (rule.severity == "adjust") != bool(cap) or (cap and cap not in known):
+        raise RuleFileError(
+            path,
+            "an adjust rule names the record field that caps a line (allowed_up_to) or, "
+            "PCN-level, that holds its excess (at_risk_field); other rules name neither",
+        )
+    condition, fields = compile_condition(rule.when, known, path)
+    window = [{"$gte": {"claim_month": _month_number(rule.effective_from, path, "effective_from")}}]
+    if rule.effective_until:
+        until = _month_number(rule.effective_until, path, "effective_until")
+        window.append({"$lte": {"claim_month": until}})
+    rule.condition = {"$and": [condition, *window]}
+    rule.fields = sorted({*fields, "claim_month"})
+    for _, name, _, _ in string.Formatter().parse(rule.message):
+        if name is not None and name not in MESSAGE_FIELDS:
+            raise RuleFileError(
+                path,
+                f"message names unknown field {{{name}}}; known: {', '.join(MESSAGE_FIELDS)}",
+            )
+    return rule
+
+
+@dataclass
+class Catalogue:
+    rules: list[Rule]
+    digest: str
+
+    @property
+    def active(self) -> list[Rule]:
+        return [rule for rule in self.rules if not rule.retired]
+
+    def get(self, rule_id: str) -> Rule | None:
+        return next((rule for rule in self.rules if rule.id == rule_id), None)
+
+    def applying_to(self, applies_to: str) -> list[Rule]:
+        return [rule for rule in self.active if rule.applies_to == applies_to]
+
+
+def load_catalogue(directory: Path = RULES_DIR) -> Catalogue:
+    """Every rule file under `directory`, checked; the digest covers their exact bytes."""
+    paths = sorted(directory.rglob("*.toml"))
+    if not paths:
+        raise ConfigError(f"no rule files (*.toml) under {directory}")
+    rules: list[Rule] = []
+    seen: dict[str, Path] = {}
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.relative_to(directory).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+        rule = load_rule(path)
+        if rule.id in seen:
+            raise RuleFileError(path, f"duplicate id {rule.id}: also in {seen[rule.id]}")
+        seen[rule.id] = path
+        rules.append(rule)
+    rules.sort(key=lambda rule: rule.id)
+    return Catalogue(rules=rules, digest=digest.hexdigest())

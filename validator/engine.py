@@ -1,0 +1,143 @@
+"""The one adapter between the validator and durable-rules.
+
+durable-rules is used as LIBRARIES.md prescribes: a host whose background timer threads are
+switched off (every action runs inside the call that triggered it), one ruleset per rule so a
+record is matched by every rule independently, records asserted as facts and retracted after
+each batch of at most 1,000, every record anchored on a positive `row_no` test, only integers
+and strings crossing the boundary, every action wrapped so an exception fails the run, and a
+catch-all rule per ruleset that proves each record was evaluated exactly once.
+
+A rule's verdict depends only on the fields its condition reads, so each rule is asked once
+per distinct tuple of those fields and the verdicts are joined back to every record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections import Counter
+from collections.abc import Callable
+
+import durable_rules_engine
+import polars as pl
+from durable.engine import Host, MessageObservedException
+
+from validator.catalogue import Rule
+from validator.errors import EngineError
+
+BATCH_SIZE = 1_000
+_SEEN = "seen"
+
+
+class _SynchronousHost(Host):
+    """A durable-rules host whose actions all run in the caller's thread, deterministically."""
+
+    def __init__(self, actions: dict[str, Callable]) -> None:
+        self._actions = actions
+        super().__init__()
+
+    def _run(self) -> None:  # no background dispatch timers
+        return None
+
+    def get_action(self, action_name: str) -> Callable:
+        return self._actions[action_name]
+
+
+class RulesEngine:
+    """Evaluates catalogue rules on frames of records; one instance per run, closed after."""
+
+    def __init__(self, rules: list[Rule]) -> None:
+        self._matches: dict[str, list[int]] = {rule.id: [] for rule in rules}
+        self._seen: dict[str, Counter] = {rule.id: Counter() for rule in rules}
+        self._errors: list[str] = []
+        actions: dict[str, Callable] = {}
+        definitions: dict[str, dict] = {}
+        for rule in rules:
+            actions[rule.id] = self._guarded(rule.id, self._matches[rule.id].append)
+            actions[f"{rule.id}/{_SEEN}"] = self._guarded(rule.id, self._count(self._seen[rule.id]))
+            anchor = {"$gte": {"row_no": 0}}  # never matches durable's own state document
+            definitions[rule.id] = {
+                "fires": {
+                    "all": [{"m": {"$and": [anchor, copy.deepcopy(rule.condition)]}}],
+                    "run": rule.id,
+                },
+                _SEEN: {"all": [{"m": anchor}], "run": f"{rule.id}/{_SEEN}"},
+            }
+        self._host = _SynchronousHost(actions)
+        self._host.register_rulesets(definitions)
+        self.records_evaluated = 0
+
+    def _guarded(self, rule_id: str, record: Callable) -> Callable:
+        def action(closure) -> None:
+            try:
+                record(closure.m.row_no)
+            except Exception as error:  # durable-rules would swallow it silently
+                self._errors.append(f"{rule_id}: {type(error).__name__}: {error}")
+
+        return action
+
+    @staticmethod
+    def _count(counter: Counter) -> Callable:
+        def count(row_no: int) -> None:
+            counter[row_no] += 1
+
+        return count
+
+    def close(self) -> None:
+        for ruleset in self._host._ruleset_list:
+            durable_rules_engine.delete_ruleset(ruleset._handle)
+        self._host._ruleset_list.clear()
+
+    def __enter__(self) -> RulesEngine:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _assert(self, rule_id: str, facts: list[dict]) -> None:
+        try:
+            self._host.assert_facts(rule_id, facts)
+            self._host.retract_facts(rule_id, facts)
+        except MessageObservedException:
+            # durable-rules indexes facts by a 32-bit hash and mistakes a clash for a
+            # duplicate: clear the batch and replay it one fact at a time.
+            for fact in facts:
+                with contextlib.suppress(Exception):  # a fact that was never stored
+                    self._host.retract_fact(rule_id, fact)
+            for fact in facts:
+                self._host.assert_fact(rule_id, fact)
+                self._host.retract_fact(rule_id, fact)
+
+    def evaluate(self, rule: Rule, records: pl.DataFrame) -> pl.Series:
+        """A boolean per record: does the rule fire on it?"""
+        if records.height == 0:
+            return pl.Series(rule.id, [], dtype=pl.Boolean)
+        missing = [name for name in rule.fields if name not in records.columns]
+        if missing:
+            raise EngineError(f"{rule.id}: records lack field(s) {', '.join(missing)}")
+        inputs = records.select(rule.fields)
+        for name, dtype in inputs.schema.items():
+            if dtype not in (pl.Int64, pl.String):
+                raise EngineError(f"{rule.id}: field {name} is {dtype}, not Int64 or String")
+            if inputs[name].null_count():
+                raise EngineError(f"{rule.id}: field {name} has nulls; derive must fill them")
+        distinct = inputs.unique(maintain_order=True).with_row_index("row_no", offset=1)
+        distinct = distinct.with_columns(pl.col("row_no").cast(pl.Int64))
+        matches, seen = self._matches[rule.id], self._seen[rule.id]
+        matches.clear()
+        seen.clear()
+        facts = distinct.to_dicts()
+        for start in range(0, len(facts), BATCH_SIZE):
+            self._assert(rule.id, facts[start : start + BATCH_SIZE])
+        if self._errors:
+            raise EngineError("a rule action failed: " + "; ".join(self._errors))
+        if len(seen) != len(facts) or any(count != 1 for count in seen.values()):
+            raise EngineError(
+                f"{rule.id}: {len(facts)} records posted but {sum(seen.values())} evaluations "
+                f"for {len(seen)} records were seen; results would be incomplete"
+            )
+        self.records_evaluated += len(facts)
+        verdicts = distinct.select(
+            *rule.fields, pl.col("row_no").is_in(pl.Series(matches, dtype=pl.Int64)).alias("hit")
+        )
+        return inputs.join(verdicts, on=rule.fields, how="left", maintain_order="left")["hit"]

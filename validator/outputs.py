@@ -1,0 +1,191 @@
+"""The run's files: exceptions.csv, summary.csv, manifest.json and the HTML report.
+
+Everything is written into a fresh temporary folder beside `--out` and then published in one
+step (an atomic exchange of the two folders on Linux, else two renames), so a reader sees the
+previous run or this one, never half of one. CSV outputs are deterministic: the same inputs
+give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import csv
+import ctypes
+import ctypes.util
+import datetime as dt
+import io
+import json
+import os
+import platform
+import shutil
+import tempfile
+from pathlib import Path
+
+import polars as pl
+
+from validator import __version__
+from validator import values as v
+from validator.pipeline import FINDING_COLUMNS, RunResult
+from validator.reference import sha256_of
+
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_MONEY_FINDING = ("amount_claimed", "amount_allowed", "amount_at_risk")
+SUMMARY_COLUMNS = [
+    "pcn_code",
+    "pcn_name",
+    "lines",
+    "claimed",
+    "allowed",
+    "at_risk",
+    "arrs_sum",
+    "ytd_allowed",
+    "open_reject",
+    "open_adjust",
+    "open_query",
+    "warnings",
+    "waived",
+]
+_MONEY_SUMMARY = ("claimed", "allowed", "at_risk", "arrs_sum", "ytd_allowed")
+
+
+def formula_safe(text: str) -> str:
+    """Prefix text a spreadsheet would run as a formula with `'` (SPEC section 7)."""
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
+def _csv_text(frame: pl.DataFrame, columns: list[str], money: tuple[str, ...]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in frame.select(columns).iter_rows(named=True):
+        cells = []
+        for name in columns:
+            value = row[name]
+            if name in money:
+                cells.append(v.format_pounds(value))
+            elif value is None:
+                cells.append("")
+            elif isinstance(value, str):
+                cells.append(formula_safe(value))
+            else:
+                cells.append(str(value))
+        writer.writerow(cells)
+    return buffer.getvalue()
+
+
+def exceptions_csv(result: RunResult) -> str:
+    return _csv_text(result.findings, FINDING_COLUMNS, _MONEY_FINDING)
+
+
+def summary_csv(result: RunResult) -> str:
+    return _csv_text(result.summary, SUMMARY_COLUMNS, _MONEY_SUMMARY)
+
+
+def manifest(result: RunResult, started: dt.datetime, finished: dt.datetime, exit_code: int):
+    options = result.options
+    inputs = []
+    for file in result.files:
+        inputs.append(
+            {
+                "kind": "claims",
+                "path": file.path,
+                "sha256": file.sha256 or None,
+                "encoding": file.encoding or None,
+                "rows_read": file.rows_read,
+                "status": "error" if file.problem else "read",
+                "problem": file.problem or None,
+                "rows_not_read": file.unread_rows,
+                "ignored_columns": file.extra_columns,
+            }
+        )
+    for kind, path in (("pcns", options.pcns), ("agreements", options.agreements)):
+        if path is not None:
+            inputs.append({"kind": kind, "path": str(path), "sha256": sha256_of(path)})
+    reference = [{"path": str(path), "sha256": sha256_of(path)} for path in result.reference.files]
+    return {
+        "tool": "arrs-validate",
+        "tool_version": __version__,
+        "python": platform.python_version(),
+        "rule_catalogue_sha256": result.catalogue.digest,
+        "rules": [rule.id for rule in result.catalogue.active],
+        "review_month": result.review_month.strftime("%Y-%m") if result.review_month else None,
+        "started_at": started.isoformat(timespec="seconds"),
+        "finished_at": finished.isoformat(timespec="seconds"),
+        "exit_code": exit_code,
+        "inputs": inputs,
+        "reference_files": reference,
+        "reconciliation": {
+            "rows_read": result.rows_read,
+            "rows_rejected_by_schema": result.rows_rejected_by_schema,
+            "rows_checked": result.rows_checked,
+            "balanced": result.rows_read == result.rows_rejected_by_schema + result.rows_checked,
+        },
+        "findings": {
+            "total": result.findings.height,
+            "open": result.findings.filter(pl.col("status") == "open").height,
+            "waived": result.findings.filter(pl.col("status") == "waived").height,
+            "by_rule": dict(sorted(result.findings.group_by("rule_id").len().iter_rows())),
+        },
+        "engine_records_evaluated": result.records_evaluated,
+        "unmatched_agreements": result.unmatched_agreements["agreement_id"].to_list(),
+    }
+
+
+def _exchange(source: Path, target: Path) -> bool:
+    """Atomically swap two folders (Linux renameat2 RENAME_EXCHANGE); False if unsupported."""
+    if platform.system() != "Linux":
+        return False
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    if not hasattr(libc, "renameat2"):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    result = libc.renameat2(
+        at_fdcwd, os.fsencode(source), at_fdcwd, os.fsencode(target), rename_exchange
+    )
+    return result == 0
+
+
+def publish(files: dict[str, bytes | str], out: Path) -> None:
+    """Write `files` (relative path -> content) as the folder `out`, all at once."""
+    out = out.absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
+    try:
+        for name, content in sorted(files.items()):
+            path = staging / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            data = content.encode("utf-8") if isinstance(content, str) else content
+            with path.open("wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        staging.chmod(0o755)
+        if out.exists() and _exchange(staging, out):
+            shutil.rmtree(staging)  # now holds the previous run
+            return
+        if out.exists():
+            previous = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            previous.rmdir()
+            out.rename(previous)
+            staging.rename(out)
+            shutil.rmtree(previous)
+        else:
+            staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def write_outputs(
+    result: RunResult, out: Path, started: dt.datetime, exit_code: int, pages: dict[str, str]
+) -> None:
+    finished = dt.datetime.now(dt.UTC)
+    files: dict[str, bytes | str] = {
+        "exceptions.csv": exceptions_csv(result),
+        "summary.csv": summary_csv(result),
+        "manifest.json": json.dumps(
+            manifest(result, started, finished, exit_code), indent=2, sort_keys=False
+        )
+        + "\n",
+        **pages,
+    }
+    publish(files, out)

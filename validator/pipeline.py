@@ -1,0 +1,387 @@
+"""One validation run: load -> schema -> derive -> rules -> money -> findings.
+
+The stages of SPEC section 6: A (schema) rows take no further part; B (eligibility) findings
+keep a line out of stage C; C decides everything else. Agreements turn covered findings into
+`waived` ones (never hidden). Money follows SPEC section 5 exactly, in integer pence.
+The library never prints and never exits; the CLI decides what to show and the exit code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from validator import derive, findings
+from validator import values as v
+from validator.catalogue import Catalogue, Rule, load_catalogue
+from validator.engine import RulesEngine
+from validator.errors import ConfigError
+from validator.load import ClaimFile, read_claims
+from validator.reference import Reference, load_agreements, load_reference, load_register
+from validator.schema import parse_claims, schema_failures
+
+FINDING_COLUMNS = [
+    "rule_id",
+    "severity",
+    "status",
+    "agreement_id",
+    "pcn_code",
+    "staff_id",
+    "role",
+    "claim_month",
+    "source_file",
+    "source_line",
+    "amount_claimed",
+    "amount_allowed",
+    "amount_at_risk",
+    "message",
+]
+UNKNOWN_MONTH = 999_912  # a schema-rejected row whose claim month does not parse
+
+
+@dataclass
+class RunOptions:
+    claims: list[str]
+    pcns: Path
+    agreements: Path | None = None
+    reference: Path | None = None
+    month: str | None = None
+    show_names: bool = False
+
+
+@dataclass
+class RunResult:
+    catalogue: Catalogue
+    reference: Reference
+    options: RunOptions
+    files: list[ClaimFile]
+    review_month: dt.date | None
+    findings: pl.DataFrame
+    summary: pl.DataFrame
+    lines: pl.DataFrame
+    unmatched_agreements: pl.DataFrame
+    agreements: pl.DataFrame
+    rows_read: int = 0
+    rows_rejected_by_schema: int = 0
+    rows_checked: int = 0
+    records_evaluated: int = 0
+    register_rows: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def file_problems(self) -> list[ClaimFile]:
+        return [file for file in self.files if file.problem]
+
+    @property
+    def open_findings(self) -> int:
+        return self.findings.filter(
+            (pl.col("status") == "open") & (pl.col("severity") != "warning")
+        ).height
+
+
+def parse_review_month(text: str | None) -> dt.date | None:
+    if text is None:
+        return None
+    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", text):
+        raise ConfigError(f"--month {text}: expected the review month as YYYY-MM, e.g. 2021-12")
+    return dt.date(int(text[:4]), int(text[5:]), 1)
+
+
+def _waive(found: pl.DataFrame, waivers: pl.DataFrame) -> pl.DataFrame:
+    """status and agreement_id for each finding: `waived` where an agreement covers it."""
+    covered = (
+        found.select("finding_id", "rule_id", "pcn_code", "staff_id", "month_date")
+        .join(
+            waivers.select(
+                "agreement_id",
+                "rule_id",
+                "pcn_code",
+                pl.col("staff_id").alias("agreed_staff"),
+                "from_month",
+                "to_month",
+            ),
+            on=["rule_id", "pcn_code"],
+        )
+        .filter(
+            ((pl.col("agreed_staff") == "") | (pl.col("agreed_staff") == pl.col("staff_id")))
+            & (pl.col("from_month") <= pl.col("month_date"))
+            & (pl.col("month_date") <= pl.col("to_month"))
+        )
+        .sort("finding_id", "agreement_id")
+        .group_by("finding_id", maintain_order=True)
+        .agg(pl.col("agreement_id").first())
+    )
+    return found.join(covered, on="finding_id", how="left").with_columns(
+        pl.when(pl.col("agreement_id").is_null())
+        .then(pl.lit("open"))
+        .otherwise(pl.lit("waived"))
+        .alias("status"),
+        pl.col("agreement_id").fill_null(""),
+    )
+
+
+class _Run:
+    """The state of one run, stage by stage."""
+
+    def __init__(self, options: RunOptions) -> None:
+        self.options = options
+        self.catalogue = load_catalogue()
+        self.reference = load_reference(options.reference)
+        self.register = load_register(options.pcns)
+        self.agreements = load_agreements(
+            options.agreements, {rule.id for rule in self.catalogue.rules}
+        )
+        self.review = parse_review_month(options.month)
+        self.waivers = self.agreements.filter(pl.col("extended_deadline").is_null())
+        self.used_agreements: set[str] = set()
+        self.found: list[pl.DataFrame] = []
+        self.next_finding_id = 0
+
+    def _fires(self, engine: RulesEngine, rules: list[Rule], records: pl.DataFrame, key: str):
+        """(key, rule_id) for every rule that fires on a record."""
+        hits = []
+        for rule in rules:
+            verdict = engine.evaluate(rule, records)
+            hit = records.filter(verdict).select(key).with_columns(pl.lit(rule.id).alias("rule_id"))
+            hits.append(hit)
+        return (
+            pl.concat(hits) if hits else pl.DataFrame(schema={key: pl.Int64, "rule_id": pl.String})
+        )
+
+    def _record(self, found: pl.DataFrame) -> pl.DataFrame:
+        """Number new findings, attach severity and agreement status, and keep them."""
+        found = found.with_row_index("finding_id", offset=self.next_finding_id).with_columns(
+            pl.col("finding_id").cast(pl.Int64)
+        )
+        self.next_finding_id += found.height
+        severities = pl.DataFrame(
+            {
+                "rule_id": [rule.id for rule in self.catalogue.rules],
+                "severity": [rule.severity for rule in self.catalogue.rules],
+                "stage": [rule.stage for rule in self.catalogue.rules],
+            }
+        )
+        found = _waive(found.join(severities, on="rule_id", how="left"), self.waivers)
+        self.used_agreements |= set(found["agreement_id"].to_list()) - {""}
+        self.found.append(found)
+        return found
+
+    def execute(self) -> RunResult:
+        files, raw = read_claims(self.options.claims)
+        roles = self.reference.role_codes
+        failures = schema_failures(raw, roles)
+        rejected_rows = failures["row_no"].unique()
+        typed = parse_claims(raw.filter(~pl.col("row_no").is_in(rejected_rows.implode())), roles)
+        if self.review is None and typed.height:
+            self.review = typed["claim_month"].max()
+        review = self.review or dt.date.today().replace(day=1)
+
+        with RulesEngine(self.catalogue.active) as engine:
+            schema_found = self._schema_stage(engine, raw, failures)
+            lines = derive.line_fields(typed, self.reference, self.register, review)
+            line_rules = self.catalogue.applying_to("checked_lines")
+            stage_b = [rule for rule in line_rules if rule.stage == "B"]
+            found_b = self._record(self._line_findings(engine, stage_b, lines))
+            blocked = found_b.filter(pl.col("status") == "open")["row_no"].unique()
+            eligible_base = lines.filter(~pl.col("row_no").is_in(blocked.implode()))
+            extensions = self._deadline_extensions(eligible_base)
+            eligible = derive.cost_fields(eligible_base, self.reference, extensions)
+            stage_c_all = [rule for rule in line_rules if rule.stage != "B"]
+            self._record(self._line_findings(engine, stage_c_all, lines))
+            self._record(
+                self._line_findings(engine, self.catalogue.applying_to("eligible_lines"), eligible)
+            )
+            line_found = pl.concat(self.found[1:]) if len(self.found) > 1 else None
+            lines = self._money(lines, eligible, line_found)
+            pcn_found = self._pcn_stage(engine, lines, review)
+            records_evaluated = engine.records_evaluated
+
+        all_findings = findings.finalise(
+            schema_found=schema_found,
+            line_found=line_found,
+            pcn_found=pcn_found,
+            pcn_records=self.pcn_records,
+            lines=lines,
+            eligible=eligible,
+            raw=raw,
+            failures=failures,
+            catalogue=self.catalogue,
+            review=review,
+        )
+        summary = findings.summary(lines, raw, failures, all_findings, self.register, review)
+        unmatched = self.agreements.filter(
+            ~pl.col("agreement_id").is_in(sorted(self.used_agreements))
+        )
+        return RunResult(
+            catalogue=self.catalogue,
+            reference=self.reference,
+            options=self.options,
+            files=files,
+            review_month=self.review,
+            findings=all_findings,
+            summary=summary,
+            lines=lines,
+            unmatched_agreements=unmatched,
+            agreements=self.agreements,
+            rows_read=raw.height,
+            rows_rejected_by_schema=rejected_rows.len(),
+            rows_checked=typed.height,
+            records_evaluated=records_evaluated,
+            register_rows=self.register.height,
+        )
+
+    def _schema_stage(self, engine: RulesEngine, raw: pl.DataFrame, failures: pl.DataFrame):
+        """Stage A: SCH-01 findings, one per bad field, through the engine like every rule."""
+        records = (
+            failures.with_row_index("failure_no")
+            .join(
+                raw.select("row_no", "pcn_code", "staff_id", "role", "claim_month"),
+                on="row_no",
+                how="left",
+            )
+            .with_columns(
+                pl.col("failure_no").cast(pl.Int64),
+                pl.lit(1, dtype=pl.Int64).alias("schema_failure"),
+                v.month_start("claim_month").alias("month_date"),
+            )
+            .with_columns(
+                v.yyyymm(pl.col("month_date")).fill_null(UNKNOWN_MONTH).alias("claim_month_number")
+            )
+        )
+        rules = self.catalogue.applying_to("schema_failures")
+        fired = self._fires(
+            engine,
+            rules,
+            records.with_columns(pl.col("claim_month_number").alias("claim_month")),
+            "failure_no",
+        )
+        found = fired.join(records, on="failure_no").select(
+            "rule_id",
+            "row_no",
+            "failure_no",
+            pl.col("pcn_code").fill_null(""),
+            pl.col("staff_id").fill_null(""),
+            pl.col("role").fill_null(""),
+            "month_date",
+        )
+        return self._record(found)
+
+    def _line_findings(self, engine: RulesEngine, rules: list[Rule], lines: pl.DataFrame):
+        fired = self._fires(engine, rules, lines, "row_no")
+        return fired.join(
+            lines.select("row_no", "pcn_code", "staff_id", "role", "month_date"), on="row_no"
+        )
+
+    def _deadline_extensions(self, lines: pl.DataFrame) -> pl.DataFrame:
+        """PAR-01 agreements with an extended deadline: the deadline each covered line gets."""
+        extensions = self.agreements.filter(
+            (pl.col("rule_id") == "PAR-01") & pl.col("extended_deadline").is_not_null()
+        )
+        applied = (
+            lines.select("row_no", "pcn_code", "staff_id", "month_date")
+            .join(
+                extensions.select(
+                    "agreement_id",
+                    "pcn_code",
+                    pl.col("staff_id").alias("agreed_staff"),
+                    "from_month",
+                    "to_month",
+                    "extended_deadline",
+                ),
+                on="pcn_code",
+            )
+            .filter(
+                ((pl.col("agreed_staff") == "") | (pl.col("agreed_staff") == pl.col("staff_id")))
+                & (pl.col("from_month") <= pl.col("month_date"))
+                & (pl.col("month_date") <= pl.col("to_month"))
+            )
+        )
+        self.used_agreements |= set(applied["agreement_id"].to_list())
+        # A person-specific agreement wins over a PCN-wide one; then the latest deadline.
+        return (
+            applied.sort(
+                "row_no",
+                pl.col("agreed_staff") == "",
+                "extended_deadline",
+                descending=[False, False, True],
+            )
+            .group_by("row_no", maintain_order=True)
+            .agg(
+                pl.col("extended_deadline").first(),
+                pl.col("agreement_id").first().alias("deadline_agreement"),
+            )
+        )
+
+    def _money(self, lines, eligible, line_found) -> pl.DataFrame:
+        """amount_allowed and amount_at_risk per line (SPEC section 5)."""
+        caps = {rule.id: rule.allowed_up_to for rule in self.catalogue.active if rule.allowed_up_to}
+        open_found = (
+            line_found.filter(pl.col("status") == "open")
+            if line_found is not None
+            else pl.DataFrame(
+                schema={"row_no": pl.Int64, "rule_id": pl.String, "severity": pl.String}
+            )
+        )
+        rejected = open_found.filter(pl.col("severity") == "reject")["row_no"].unique()
+        capped = eligible.select("row_no", "amount_claimed")
+        for rule_id, cap_field in caps.items():
+            hit = open_found.filter(pl.col("rule_id") == rule_id)["row_no"]
+            capped = capped.with_columns(
+                pl.when(pl.col("row_no").is_in(hit.implode()))
+                .then(pl.min_horizontal("amount_claimed", eligible[cap_field]))
+                .otherwise(pl.col("amount_claimed"))
+                .alias("amount_claimed")
+            )
+        capped = capped.rename({"amount_claimed": "capped"})
+        return (
+            lines.join(capped, on="row_no", how="left")
+            .with_columns(
+                pl.when(pl.col("row_no").is_in(rejected.implode()))
+                .then(0)
+                .otherwise(pl.col("capped").fill_null(0))
+                .alias("amount_allowed")
+            )
+            .with_columns(
+                (pl.col("amount_claimed") - pl.col("amount_allowed")).alias("amount_at_risk"),
+                pl.col("row_no").is_in(eligible["row_no"].implode()).alias("eligible"),
+            )
+            .drop("capped")
+        )
+
+    def _pcn_stage(self, engine, lines, review) -> pl.DataFrame | None:
+        """PCN-level figures and findings: number limits and the ARRS sum."""
+        records = derive.pcn_records(lines, self.reference, self.register, review)
+        self.pcn_records = records
+        found = []
+        for applies_to, frame in records.items():
+            rules = self.catalogue.applying_to(applies_to)
+            if not rules or frame.height == 0:
+                continue
+            frame = frame.with_row_index("record_no").with_columns(
+                pl.col("record_no").cast(pl.Int64)
+            )
+            fired = self._fires(engine, rules, frame, "record_no")
+            found.append(
+                fired.join(frame, on="record_no").select(
+                    "rule_id",
+                    pl.lit(None, dtype=pl.Int64).alias("row_no"),
+                    "pcn_code",
+                    pl.lit("").alias("staff_id"),
+                    pl.col("role") if "role" in frame.columns else pl.lit("").alias("role"),
+                    "month_date",
+                    pl.lit(applies_to).alias("applies_to"),
+                    "record_no",
+                )
+            )
+        if not found:
+            return None
+        return self._record(pl.concat(found, how="diagonal_relaxed"))
+
+
+def run_validation(options: RunOptions) -> RunResult:
+    """Validate the claims named in `options`; raises ConfigError before any output."""
+    return _Run(options).execute()

@@ -1,0 +1,412 @@
+"""Reference data (roles, rates, number limits), the PCN register and the agreements file.
+
+All are small CSV files read in full and checked on load. Any problem is a configuration
+error (exit 2, no outputs) whose message lists every bad cell with its file, line and fix.
+Shipped reference rows live in reference/; `--reference DIR` replaces rows with the same key
+and adds the rest (SPEC section 4).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import polars as pl
+
+from validator import values as v
+from validator.errors import ConfigError
+from validator.load import CLAIM_COLUMNS, decode, normalise_header
+from validator.paths import REFERENCE_DIR
+
+TRAINING_STATUSES = CLAIM_COLUMNS["training_status"]["choices"]
+AREAS = ["standard", "outer_london", "inner_london"]
+
+
+class CellError(ValueError):
+    """A reference cell that does not parse; the message says what was expected."""
+
+
+def _text(cell: str) -> str:
+    return cell.strip()
+
+
+def _required_text(cell: str) -> str:
+    if not cell.strip():
+        raise CellError("a value is required")
+    return cell.strip()
+
+
+def _code(cell: str) -> str:
+    if not re.fullmatch(r"[a-z0-9_]+", cell.strip()):
+        raise CellError("a lower-case code of letters, digits and '_'")
+    return cell.strip()
+
+
+def _pcn_code(cell: str) -> str:
+    if not re.fullmatch(r"U\d{5}", cell.strip()):
+        raise CellError("a PCN ODS code: U followed by five digits")
+    return cell.strip()
+
+
+def _date(cell: str) -> dt.date:
+    text = cell.strip()
+    for pattern, form in (
+        (r"\d{4}-\d{2}-\d{2}", "%Y-%m-%d"),
+        (r"\d{1,2}/\d{1,2}/\d{4}", "%d/%m/%Y"),
+    ):
+        if re.fullmatch(pattern, text):
+            try:
+                return dt.datetime.strptime(text, form).date()
+            except ValueError:
+                break
+    raise CellError("a date as YYYY-MM-DD or DD/MM/YYYY")
+
+
+def _optional_date(cell: str) -> dt.date | None:
+    return _date(cell) if cell.strip() else None
+
+
+def _month(cell: str) -> dt.date:
+    text = cell.strip()
+    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", text):
+        raise CellError("a month as YYYY-MM")
+    return dt.date(int(text[:4]), int(text[5:]), 1)
+
+
+def _money(cell: str) -> int:
+    text = cell.strip()
+    match = re.fullmatch(r"£?(\d{1,3}(?:,\d{3})+|\d{1,12})(?:\.(\d{1,2}))?", text)
+    if not match:
+        raise CellError("an amount in pounds with at most 2 decimal places, e.g. 56829.00")
+    return int(match.group(1).replace(",", "")) * 100 + int((match.group(2) or "").ljust(2, "0"))
+
+
+def _count(cell: str) -> int:
+    if not re.fullmatch(r"\d{1,9}", cell.strip()):
+        raise CellError("a whole number")
+    return int(cell.strip())
+
+
+def _optional_count(cell: str) -> int | None:
+    return _count(cell) if cell.strip() else None
+
+
+def _positive_count(cell: str) -> int:
+    value = _count(cell)
+    if value <= 0:
+        raise CellError("a whole number greater than 0")
+    return value
+
+
+def _wte(cell: str) -> int:
+    try:
+        value = Decimal(cell.strip())
+    except InvalidOperation:
+        raise CellError("a WTE as a decimal, e.g. 1.0") from None
+    units = value * v.WTE_UNITS
+    if value <= 0 or units != units.to_integral_value():
+        raise CellError("a positive WTE with up to 6 decimal places, e.g. 1.0")
+    return int(units)
+
+
+def _share_parts(cell: str) -> int:
+    """A cost share such as 0.5 in parts per 10,000."""
+    try:
+        value = Decimal(cell.strip())
+    except InvalidOperation:
+        raise CellError("a share between 0 and 1, e.g. 0.5") from None
+    parts = value * 10_000
+    if not 0 < value <= 1 or parts != parts.to_integral_value():
+        raise CellError("a share between 0 and 1 with up to 4 decimal places, e.g. 0.5")
+    return int(parts)
+
+
+def _financial_year(cell: str) -> str:
+    text = cell.strip()
+    match = re.fullmatch(r"(\d{4})/(\d{2})", text)
+    if not match or (int(match.group(1)) + 1) % 100 != int(match.group(2)):
+        raise CellError("a financial year such as 2021/22")
+    return text
+
+
+def _choice(options: list[str]) -> Callable[[str], str]:
+    def parse(cell: str) -> str:
+        text = cell.strip().lower()
+        for option in options:
+            if text == option.lower():
+                return option
+        raise CellError(f"one of {', '.join(o or '(blank)' for o in options)}")
+
+    return parse
+
+
+def _statuses(cell: str) -> str:
+    statuses = [s.strip() for s in cell.split(";") if s.strip()]
+    unknown = [s for s in statuses if s not in TRAINING_STATUSES]
+    if unknown:
+        raise CellError(f"';'-separated statuses from {', '.join(TRAINING_STATUSES)}")
+    return ";".join(statuses)
+
+
+@dataclass
+class Table:
+    """Rows of one reference file, each with the file and line it came from."""
+
+    rows: list[dict]
+    files: list[Path]
+
+
+def read_table(path: Path, columns: dict[str, Callable[[str], object]], what: str) -> Table:
+    """Read and check one CSV; raise ConfigError listing every problem in it."""
+    try:
+        text, _ = decode(path.read_bytes())
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the {what} ({error.strerror or error})") from None
+    except ValueError as error:
+        raise ConfigError(f"{path}: the {what} is not readable text: {error}") from None
+    reader = csv.reader(text.splitlines())
+    header = [normalise_header(name) for name in next(reader, [])]
+    missing = [name for name in columns if name not in header]
+    if missing:
+        raise ConfigError(
+            f"{path}: the {what} lacks column(s) {', '.join(missing)}; "
+            f"its header must name: {', '.join(columns)}"
+        )
+    problems: list[str] = []
+    rows: list[dict] = []
+    for line, cells in enumerate(reader, start=2):
+        if not any(cell.strip() for cell in cells):
+            continue
+        if len(cells) != len(header):
+            problems.append(
+                f"{path} line {line}: has {len(cells)} fields, header has {len(header)}"
+            )
+            continue
+        record = dict(zip(header, cells, strict=True))
+        row: dict = {"_where": f"{path} line {line}"}
+        for name, parse in columns.items():
+            try:
+                row[name] = parse(record[name])
+            except CellError as error:
+                problems.append(
+                    f"{path} line {line} column {name}: '{record[name]}' — expected {error}"
+                )
+        rows.append(row)
+    if problems:
+        raise ConfigError(f"the {what} has errors:\n  " + "\n  ".join(problems))
+    return Table(rows=rows, files=[path])
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+ROLE_COLUMNS = {
+    "role": _code,
+    "title": _required_text,
+    "claimable_from": _date,
+    "cost_share": _share_parts,
+    "training_condition": _choice(["must", "recommended", ""]),
+    "accepted_statuses": _statuses,
+}
+RATE_COLUMNS = {
+    "role": _code,
+    "afc_band": lambda cell: cell.strip().lower(),
+    "area": _choice(AREAS),
+    "effective_from": _date,
+    "annual_maximum": _money,
+}
+LIMIT_COLUMNS = {
+    "financial_year": _financial_year,
+    "role": _code,
+    "list_size_min": _count,
+    "list_size_max": _optional_count,
+    "max_wte": _wte,
+}
+REFERENCE_FILES = {
+    "roles.csv": (ROLE_COLUMNS, ("role",)),
+    "rates.csv": (RATE_COLUMNS, ("role", "afc_band", "area", "effective_from")),
+    "limits.csv": (LIMIT_COLUMNS, ("financial_year", "role", "list_size_min")),
+}
+
+
+@dataclass
+class Reference:
+    roles: pl.DataFrame
+    rates: pl.DataFrame
+    limits: pl.DataFrame
+    files: list[Path]
+
+    @property
+    def role_codes(self) -> list[str]:
+        return self.roles["role"].to_list()
+
+
+def _merged(name: str, override_dir: Path | None) -> Table:
+    columns, key = REFERENCE_FILES[name]
+    table = read_table(REFERENCE_DIR / name, columns, f"shipped reference file {name}")
+    if override_dir is None or not (override_dir / name).exists():
+        return table
+    extra = read_table(override_dir / name, columns, f"reference file {name}")
+    by_key = {tuple(row[k] for k in key): row for row in table.rows}
+    for row in extra.rows:
+        by_key[tuple(row[k] for k in key)] = row  # a user row replaces the shipped one
+    return Table(rows=list(by_key.values()), files=table.files + extra.files)
+
+
+def _frame(rows: list[dict], columns: dict, dtypes: dict) -> pl.DataFrame:
+    return pl.DataFrame([{k: row[k] for k in columns} for row in rows], schema=dtypes, orient="row")
+
+
+def load_reference(override_dir: Path | None) -> Reference:
+    """Shipped roles, rates and limits, with `--reference DIR` rows replacing or adding."""
+    if override_dir is not None:
+        if not override_dir.is_dir():
+            raise ConfigError(f"--reference {override_dir}: not a folder of reference CSV files")
+        known = set(REFERENCE_FILES)
+        unknown = sorted(p.name for p in override_dir.glob("*.csv") if p.name not in known)
+        if unknown:
+            raise ConfigError(
+                f"--reference {override_dir}: unexpected file(s) {', '.join(unknown)}; "
+                f"the folder may hold {', '.join(sorted(known))}"
+            )
+    roles = _merged("roles.csv", override_dir)
+    rates = _merged("rates.csv", override_dir)
+    limits = _merged("limits.csv", override_dir)
+    codes = {row["role"] for row in roles.rows}
+    unknown_roles = [
+        f"{row['_where']}: role '{row['role']}' is not in roles.csv"
+        for row in rates.rows + limits.rows
+        if row["role"] not in codes
+    ]
+    if unknown_roles:
+        raise ConfigError("reference data names unknown roles:\n  " + "\n  ".join(unknown_roles))
+    return Reference(
+        roles=_frame(
+            roles.rows,
+            ROLE_COLUMNS,
+            {
+                "role": pl.String,
+                "title": pl.String,
+                "claimable_from": pl.Date,
+                "cost_share": pl.Int64,
+                "training_condition": pl.String,
+                "accepted_statuses": pl.String,
+            },
+        ).sort("role"),
+        rates=_frame(
+            rates.rows,
+            RATE_COLUMNS,
+            {
+                "role": pl.String,
+                "afc_band": pl.String,
+                "area": pl.String,
+                "effective_from": pl.Date,
+                "annual_maximum": pl.Int64,
+            },
+        ).sort("role", "afc_band", "area", "effective_from"),
+        limits=_frame(
+            limits.rows,
+            LIMIT_COLUMNS,
+            {
+                "financial_year": pl.String,
+                "role": pl.String,
+                "list_size_min": pl.Int64,
+                "list_size_max": pl.Int64,
+                "max_wte": pl.Int64,
+            },
+        ).sort("financial_year", "role", "list_size_min"),
+        files=sorted({*roles.files, *rates.files, *limits.files}),
+    )
+
+
+REGISTER_COLUMNS = {
+    "pcn_code": _pcn_code,
+    "pcn_name": _required_text,
+    "financial_year": _financial_year,
+    "area": _choice(AREAS),
+    "list_size": _positive_count,
+    "arrs_sum": _money,
+}
+
+
+def load_register(path: Path) -> pl.DataFrame:
+    """The PCN register (`--pcns`): one row per PCN per financial year."""
+    table = read_table(path, REGISTER_COLUMNS, "PCN register (--pcns)")
+    seen: dict[tuple[str, str], str] = {}
+    duplicates = []
+    for row in table.rows:
+        key = (row["pcn_code"], row["financial_year"])
+        if key in seen:
+            duplicates.append(f"{row['_where']}: {key[0]} {key[1]} is already at {seen[key]}")
+        seen[key] = row["_where"]
+    if duplicates:
+        raise ConfigError(
+            "the PCN register has more than one row for a PCN and year; keep one:\n  "
+            + "\n  ".join(duplicates)
+        )
+    return _frame(
+        table.rows,
+        REGISTER_COLUMNS,
+        {
+            "pcn_code": pl.String,
+            "pcn_name": pl.String,
+            "financial_year": pl.String,
+            "area": pl.String,
+            "list_size": pl.Int64,
+            "arrs_sum": pl.Int64,
+        },
+    )
+
+
+AGREEMENT_COLUMNS = {
+    "agreement_id": _required_text,
+    "rule_id": _required_text,
+    "pcn_code": _pcn_code,
+    "staff_id": _text,
+    "from_month": _month,
+    "to_month": _month,
+    "extended_deadline": _optional_date,
+    "approved_by": _text,
+    "reason": _text,
+}
+
+
+def load_agreements(path: Path | None, rule_ids: set[str]) -> pl.DataFrame:
+    """The commissioner's agreements (`--agreements`), checked against the rule catalogue."""
+    dtypes = {
+        "agreement_id": pl.String,
+        "rule_id": pl.String,
+        "pcn_code": pl.String,
+        "staff_id": pl.String,
+        "from_month": pl.Date,
+        "to_month": pl.Date,
+        "extended_deadline": pl.Date,
+        "approved_by": pl.String,
+        "reason": pl.String,
+    }
+    if path is None:
+        return pl.DataFrame(schema=dtypes)
+    table = read_table(path, AGREEMENT_COLUMNS, "agreements file (--agreements)")
+    problems = []
+    ids: set[str] = set()
+    for row in table.rows:
+        where = row["_where"]
+        if row["rule_id"] not in rule_ids:
+            problems.append(f"{where}: rule_id '{row['rule_id']}' is not a rule; see `rules`")
+        if row["from_month"] > row["to_month"]:
+            problems.append(f"{where}: from_month is after to_month")
+        if row["extended_deadline"] is not None and row["rule_id"] != "PAR-01":
+            problems.append(f"{where}: extended_deadline is only for PAR-01 agreements")
+        if row["agreement_id"] in ids:
+            problems.append(f"{where}: agreement_id '{row['agreement_id']}' is used twice")
+        ids.add(row["agreement_id"])
+    if problems:
+        raise ConfigError("the agreements file has errors:\n  " + "\n  ".join(problems))
+    return _frame(table.rows, AGREEMENT_COLUMNS, dtypes)

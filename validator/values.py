@@ -1,0 +1,146 @@
+"""Text-to-value parsing as Polars expressions, and the exact formatting of money and dates.
+
+Every parser returns null for text it cannot read, so the schema can report the field rather
+than guess. Money is integer pence, whole-time equivalents are integer WTE units (see
+WTE_UNITS), dates are Polars dates: nothing numeric is ever a binary float.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+# 1.0 WTE in integer units: the least common multiple of 10**6 (a WTE written with up to six
+# decimal places) and 3,750 (centi-hours in a 37.5-hour week), so both forms are exact.
+WTE_UNITS = 3_000_000
+FULL_TIME_CENTIHOURS = 3_750
+UNITS_PER_MICRO_WTE = WTE_UNITS // 1_000_000
+UNITS_PER_CENTIHOUR = WTE_UNITS // FULL_TIME_CENTIHOURS
+# Two WTE values that differ by more than this disagree (SPEC: "agree to 0.01").
+WTE_AGREEMENT_UNITS = WTE_UNITS // 100
+# A date that never comes: stands for a blank date in engine records (yyyymmdd integers).
+NEVER = 99_991_231
+
+_MONEY = r"^£?(\d{1,3}(?:,\d{3})+|\d{1,12})(?:\.(\d{1,2}))?$"
+_ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
+_UK_DATE = r"^\d{1,2}/\d{1,2}/\d{4}$"
+_MONTH = r"^\d{4}-(0[1-9]|1[0-2])$"
+_WTE = r"^(\d)(?:\.(\d{1,6}))?$"
+_HOURS = r"^(\d{1,2})(?:\.(\d{1,2}))?$"
+
+
+def blank(column: str) -> pl.Expr:
+    """True where the cell is missing or only white space."""
+    return pl.col(column).is_null() | (pl.col(column).str.strip_chars() == "")
+
+
+def stripped(column: str) -> pl.Expr:
+    return pl.col(column).str.strip_chars()
+
+
+def _decimal_scaled(text: pl.Expr, pattern: str, places: int) -> pl.Expr:
+    """Digits before and after the point of a matching decimal, as one integer in 1/10**places."""
+    whole = text.str.extract(pattern, 1).str.replace_all(",", "").cast(pl.Int64, strict=False)
+    fraction = text.str.extract(pattern, 2).fill_null("").str.pad_end(places, "0").cast(pl.Int64)
+    return pl.when(text.str.contains(pattern)).then(whole * 10**places + fraction)
+
+
+def money_pence(column: str) -> pl.Expr:
+    """`1234.5`, `1,234.56` or `£1,234.56` as integer pence; null if not money."""
+    return _decimal_scaled(stripped(column), _MONEY, 2)
+
+
+def date_value(column: str) -> pl.Expr:
+    """`2021-06-16` or UK `16/06/2021` as a date; null if not a real date."""
+    text = stripped(column)
+    return (
+        pl.when(text.str.contains(_ISO_DATE))
+        .then(text.str.to_date("%Y-%m-%d", strict=False))
+        .when(text.str.contains(_UK_DATE))
+        .then(text.str.to_date("%d/%m/%Y", strict=False))
+    )
+
+
+def month_start(column: str) -> pl.Expr:
+    """`YYYY-MM` as the first day of that month; null if not a month."""
+    text = stripped(column)
+    return pl.when(text.str.contains(_MONTH)).then((text + "-01").str.to_date("%Y-%m-%d"))
+
+
+def wte_units(column: str) -> pl.Expr:
+    """A WTE written as a decimal, in WTE units; null if not a decimal of up to six places."""
+    return _decimal_scaled(stripped(column), _WTE, 6) * UNITS_PER_MICRO_WTE
+
+
+def hours_wte_units(column: str) -> pl.Expr:
+    """Hours per week converted to WTE units (hours / 37.5); null if not hours."""
+    return _decimal_scaled(stripped(column), _HOURS, 2) * UNITS_PER_CENTIHOUR
+
+
+def choice(column: str, choices: list[str]) -> pl.Expr:
+    """The canonical spelling of a choice, matched case-insensitively; null if none matches."""
+    text = stripped(column).str.to_lowercase()
+    expr = pl.lit(None, dtype=pl.String)
+    for option in reversed(choices):
+        expr = pl.when(text == option.lower()).then(pl.lit(option)).otherwise(expr)
+    return expr
+
+
+def yyyymmdd(date: pl.Expr) -> pl.Expr:
+    """A date as the integer yyyymmdd, the only date form the rules engine compares safely."""
+    return (
+        date.dt.year().cast(pl.Int64) * 10_000
+        + date.dt.month().cast(pl.Int64) * 100
+        + date.dt.day().cast(pl.Int64)
+    )
+
+
+def yyyymm(date: pl.Expr) -> pl.Expr:
+    return date.dt.year().cast(pl.Int64) * 100 + date.dt.month().cast(pl.Int64)
+
+
+def round_half_up_div(numerator: pl.Expr, denominator: pl.Expr | int) -> pl.Expr:
+    """numerator / denominator rounded half-up, for non-negative integers."""
+    return (numerator * 2 + denominator) // (denominator * 2)
+
+
+def format_pounds(pence: int | None) -> str:
+    """Integer pence as the CSV money form `1234.56` (blank for None)."""
+    if pence is None:
+        return ""
+    sign = "-" if pence < 0 else ""
+    pounds, rest = divmod(abs(pence), 100)
+    return f"{sign}{pounds}.{rest:02d}"
+
+
+def display_pounds(pence: int | None) -> str:
+    """Integer pence for people: `£1,234.56`."""
+    if pence is None:
+        return "—"
+    sign = "-" if pence < 0 else ""
+    pounds, rest = divmod(abs(pence), 100)
+    return f"{sign}£{pounds:,}.{rest:02d}"
+
+
+def display_wte(units: int) -> str:
+    """WTE units as a short decimal: 0.8, 1, 0.533333."""
+    whole, rest = divmod(units * 1_000_000 // WTE_UNITS, 1_000_000)
+    text = f"{whole}.{rest:06d}".rstrip("0").rstrip(".")
+    exact = units * 1_000_000 % WTE_UNITS == 0
+    return text if exact else f"{text}…"
+
+
+def display_date(value: dt.date | None) -> str:
+    return value.strftime("%-d %b %Y") if value else "—"
+
+
+def financial_year(month: dt.date) -> str:
+    """The financial year (1 April – 31 March) a month falls in, as `2021/22`."""
+    start = month.year if month.month >= 4 else month.year - 1
+    return f"{start}/{(start + 1) % 100:02d}"
+
+
+def financial_year_expr(date: pl.Expr) -> pl.Expr:
+    start = date.dt.year().cast(pl.Int64) - (date.dt.month() < 4).cast(pl.Int64)
+    return pl.format("{}/{}", start, ((start + 1) % 100).cast(pl.String).str.pad_start(2, "0"))
