@@ -18,8 +18,8 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	@echo "Validating the shipped sample batch into $(OUT)/"
-	$(BIN)/arrs-validate run sample_claims/claims --pcns sample_claims/pcns.csv \
-		--agreements sample_claims/agreements.csv --out $(OUT); \
+	@$(BIN)/arrs-validate run sample_claims/claims --pcns sample_claims/pcns.csv \
+		--agreements sample_claims/agreements.csv --month 2021-12 --out $(OUT); \
 	status=$$?; echo "exit code $$status (0 clean, 1 open findings, 2 input/config error, 3 internal error)"; \
 	test $$status -le 1
 

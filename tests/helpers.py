@@ -7,34 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from validator.load import CLAIM_COLUMNS
 from validator.pipeline import RunOptions, RunResult, run_validation
 
 PROJECT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "validator.cli"]
 
-CLAIM_HEADER = [
-    "pcn_code",
-    "claim_month",
-    "staff_id",
-    "staff_name",
-    "role",
-    "afc_band",
-    "wte",
-    "hours_per_week",
-    "employment_start",
-    "employment_end",
-    "employment_model",
-    "monthly_salary",
-    "employer_ni",
-    "employer_pension",
-    "subcontract_fee",
-    "amount_claimed",
-    "additional_to_baseline",
-    "training_status",
-    "reimbursement_start",
-    "level7_signoff_date",
-    "rotational_model",
-]
+CLAIM_HEADER = list(CLAIM_COLUMNS)  # the spec order, from schemas/claims.toml
 # A valid, unremarkable line: a full-time clinical pharmacist in June 2021 claiming actual cost
 # (£4,400.00) under the £4,735.75 monthly maximum.
 BASE_LINE = {

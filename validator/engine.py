@@ -138,6 +138,7 @@ class RulesEngine:
             )
         self.records_evaluated += len(facts)
         verdicts = distinct.select(
-            *rule.fields, pl.col("row_no").is_in(pl.Series(matches, dtype=pl.Int64)).alias("hit")
+            *rule.fields,
+            pl.col("row_no").is_in(pl.Series(matches, dtype=pl.Int64).implode()).alias("hit"),
         )
         return inputs.join(verdicts, on=rule.fields, how="left", maintain_order="left")["hit"]

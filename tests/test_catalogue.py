@@ -1,0 +1,134 @@
+"""Meta-tests that keep the rule catalogue honest, and the registry's refusal of bad rules."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from validator.catalogue import RECORD_FIELDS, compile_condition, load_catalogue
+from validator.errors import ConfigError
+from validator.paths import RULES_DIR
+
+CATALOGUE = load_catalogue()
+SPEC_RULES = {
+    "SCH-01",
+    "ELG-01",
+    "ELG-02",
+    "ELG-03",
+    "ELG-04",
+    "ELG-05",
+    "CST-01",
+    "CAP-01",
+    "SPL-01",
+    "MHP-01",
+    "PAR-01",
+    "PAR-02",
+    "TRN-01",
+    "TRN-02",
+    "DUP-01",
+    "DUP-02",
+    "LIM-01",
+    "BUD-01",
+    "BUD-02",
+}
+
+
+def test_catalogue_holds_the_nineteen_rules_of_the_spec():
+    assert {rule.id for rule in CATALOGUE.active} == SPEC_RULES
+
+
+@pytest.mark.parametrize("rule", CATALOGUE.rules, ids=lambda rule: rule.id)
+def test_every_rule_explains_itself_and_ships_cases(rule):
+    assert len(rule.clause) > 20 and len(rule.rationale.split()) > 20
+    assert rule.message.rstrip().endswith(f"[{rule.id}]")
+    assert rule.message.startswith("{where}")
+    assert any(case.get("fires") for case in rule.cases), "needs a failing case"
+    assert any(not case.get("fires") for case in rule.cases), "needs a passing case"
+    assert rule.path.parent.name == rule.id.split("-")[0].lower()
+
+
+def test_digest_changes_with_any_rule_byte(tmp_path):
+    copy = tmp_path / "rules"
+    shutil.copytree(RULES_DIR, copy)
+    path = copy / "cap" / "CAP-01.toml"
+    path.write_text(path.read_text() + "\n")
+    assert load_catalogue(copy).digest != CATALOGUE.digest
+
+
+def broken_catalogue(tmp_path, rule_file: str, old: str, new: str):
+    copy = tmp_path / "rules"
+    shutil.copytree(RULES_DIR, copy)
+    path = copy / rule_file
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("rule_file", "old", "new", "complaint"),
+    [
+        ("cap/CAP-01.toml", 'id = "CAP-01"', 'id = "CAP-02"', "must equal the file name"),
+        ("cap/CAP-01.toml", "clause = ", "clauses = ", "missing or blank: clause"),
+        ("cap/CAP-01.toml", "{monthly_maximum}", "{monthly_maximun}", "unknown field"),
+        (
+            "cap/CAP-01.toml",
+            "amount_claimed > monthly_maximum",
+            "amount_claimed > maximum",
+            "expected a int constant or field",
+        ),
+        (
+            "cap/CAP-01.toml",
+            "amount_claimed > monthly_maximum",
+            "amount_claimed > 'x'",
+            "expected a int constant",
+        ),
+        ("cap/CAP-01.toml", 'severity = "adjust"', 'severity = "fatal"', "severity must be"),
+        ("cap/CAP-01.toml", 'effective_from = "1900-01"', 'effective_from = "2021"', "YYYY-MM"),
+        ("par/PAR-02.toml", 'severity = "query"', 'severity = "adjust"', "adjust rule names"),
+    ],
+)
+def test_registry_refuses_malformed_rules_and_shows_the_shape(
+    tmp_path, rule_file, old, new, complaint
+):
+    with pytest.raises(ConfigError) as error:
+        load_catalogue(broken_catalogue(tmp_path, rule_file, old, new))
+    assert complaint in str(error.value)
+    assert "A rule file has this shape" in str(error.value)
+
+
+def test_registry_refuses_duplicate_ids(tmp_path):
+    copy = tmp_path / "rules"
+    shutil.copytree(RULES_DIR, copy)
+    (copy / "extra").mkdir()
+    shutil.copy(copy / "cap" / "CAP-01.toml", copy / "extra" / "CAP-01.toml")
+    with pytest.raises(ConfigError, match="duplicate id CAP-01"):
+        load_catalogue(copy)
+
+
+def test_conditions_compile_to_durable_rules_json():
+    condition, fields = compile_condition(
+        "role in ('a', 'b') and afc_band not in ('5',) or days_in_post == 0",
+        RECORD_FIELDS["checked_lines"],
+        RULES_DIR,
+    )
+    assert condition == {
+        "$or": [
+            {
+                "$and": [
+                    {"$or": [{"role": "a"}, {"role": "b"}]},
+                    {"$and": [{"$neq": {"afc_band": "5"}}]},
+                ]
+            },
+            {"days_in_post": 0},
+        ]
+    }
+    assert fields == ["afc_band", "days_in_post", "role"]
+
+
+def test_conditions_are_parsed_never_run():
+    with pytest.raises(ConfigError, match="use comparisons"):
+        compile_condition(
+            "__import__('os').system('true')", RECORD_FIELDS["checked_lines"], RULES_DIR
+        )

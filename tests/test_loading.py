@@ -1,0 +1,128 @@
+"""Claim-file intake (SPEC section 2): encodings, headers, money and date forms, bad rows."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import BASE_LINE, CLAIM_HEADER, claims, projection, register
+from validator.pipeline import RunOptions, run_validation
+
+
+def run_files(tmp_path, *paths):
+    return run_validation(
+        RunOptions(claims=[str(p) for p in paths], pcns=register(tmp_path / "pcns.csv"))
+    )
+
+
+def excel_bytes(encoding: str, bom: bool = False) -> bytes:
+    header = ",".join(f" {name.replace('_', ' ').title()} " for name in CLAIM_HEADER)
+    values = {**BASE_LINE, "amount_claimed": '"£1,234.56"', "employment_start": "16/06/2021"}
+    line = ",".join(values[name] for name in CLAIM_HEADER)
+    text = f"{header}\r\n{line}\r\n\r\n\r\n"
+    return (b"\xef\xbb\xbf" if bom else b"") + text.encode(encoding)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "bom", "recorded"),
+    [
+        ("utf-8", True, "utf-8-sig"),
+        ("utf-8", False, "utf-8"),
+        ("windows-1252", False, "windows-1252"),
+    ],
+)
+def test_excel_style_file_loads_cleanly(tmp_path, encoding, bom, recorded):
+    path = tmp_path / "claims.csv"
+    path.write_bytes(excel_bytes(encoding, bom))
+    result = run_files(tmp_path, path)
+    assert result.files[0].encoding == recorded
+    assert result.rows_read == 1 and result.rows_checked == 1  # trailing blank lines ignored
+    assert projection(result) == []
+    line = result.lines.row(0, named=True)
+    assert line["amount_claimed"] == 123456
+    assert str(line["employment_start"]) == "2021-06-16"
+
+
+def test_each_bad_field_is_one_finding_and_the_rest_is_validated(tmp_path):
+    path = claims(
+        tmp_path / "claims.csv",
+        {},
+        {"staff_id": "S002", "wte": "2", "employment_start": "31/02/2021", "role": "wizard"},
+        {"staff_id": "S003", "amount_claimed": "-5.00"},
+        {"staff_id": "S004", "additional_to_baseline": "N"},
+    )
+    result = run_files(tmp_path, path)
+    assert projection(result) == [
+        (3, "SCH-01", "open"),
+        (3, "SCH-01", "open"),
+        (3, "SCH-01", "open"),
+        (4, "SCH-01", "open"),
+        (5, "ELG-03", "open"),
+    ]
+    columns = sorted(result.findings.filter(result.findings["source_line"] == 3)["message"])
+    assert any("column role is 'wizard'" in message for message in columns)
+    assert any("column wte is '2'" in message for message in columns)
+    assert any("column employment_start is '31/02/2021'" in message for message in columns)
+    assert (result.rows_read, result.rows_rejected_by_schema, result.rows_checked) == (4, 2, 2)
+
+
+def test_ragged_and_interior_blank_rows_are_reported_not_dropped(tmp_path):
+    path = claims(tmp_path / "claims.csv", {}, {"staff_id": "S002"})
+    text = path.read_text().splitlines()
+    text.insert(2, "")  # a blank line between data rows
+    text.append(text[1] + ",extra")  # one field too many
+    text.append(",".join(text[1].split(",")[:5]))  # too few
+    path.write_text("\n".join(text) + "\n\n")
+    result = run_files(tmp_path, path)
+    assert projection(result) == [
+        (3, "SCH-01", "open"),
+        (5, "SCH-01", "open"),
+        (6, "SCH-01", "open"),
+    ]
+    assert result.rows_read == 5 and result.rows_checked == 2
+    assert result.rows_rejected_by_schema == 3
+
+
+def test_missing_column_reports_the_file_and_validates_the_others(tmp_path):
+    good = claims(tmp_path / "good.csv", {})
+    bad = tmp_path / "bad.csv"
+    bad.write_text("pcn_code,claim_month\nU10001,2021-06\n")
+    result = run_files(tmp_path, bad, good)
+    assert "bad.csv" in result.files[0].path
+    assert "lacks required column(s) staff_id" in result.files[0].problem
+    assert result.files[1].problem == "" and result.rows_checked == 1
+
+
+def test_unreadable_and_binary_files_are_file_problems(tmp_path):
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(b"\x00\x01\x02PK")
+    result = run_files(tmp_path, binary, tmp_path / "missing.csv")
+    assert "NUL" in result.files[0].problem
+    assert "cannot be read" in result.files[1].problem
+
+
+def test_duplicate_header_names_are_a_file_problem(tmp_path):
+    path = tmp_path / "dup.csv"
+    path.write_text("pcn_code,PCN Code\nU10001,U10001\n")
+    result = run_files(tmp_path, path)
+    assert "both named 'pcn_code'" in result.files[0].problem
+
+
+def test_folder_means_every_csv_in_name_order(tmp_path):
+    folder = tmp_path / "claims"
+    claims(folder / "b.csv", {"staff_id": "B"})
+    claims(folder / "a.csv", {"staff_id": "A"})
+    (folder / "notes.txt").write_text("not a claim")
+    result = run_files(tmp_path, folder)
+    assert [f.path.rsplit("/", 1)[1] for f in result.files] == ["a.csv", "b.csv"]
+
+
+def test_hours_per_week_gives_wte_and_must_agree_with_wte(tmp_path):
+    path = claims(
+        tmp_path / "claims.csv",
+        {"wte": "", "hours_per_week": "22.5", "amount_claimed": "2000.00"},
+        {"staff_id": "S2", "wte": "0.6", "hours_per_week": "22.6", "amount_claimed": "2000.00"},
+        {"staff_id": "S3", "wte": "0.6", "hours_per_week": "23", "amount_claimed": "2000.00"},
+    )
+    result = run_files(tmp_path, path)
+    assert projection(result) == [(4, "SCH-01", "open")]  # 23 h = 0.6133 WTE, off by > 0.01
+    assert result.lines["wte_units"].to_list()[0] == 1_800_000  # 22.5 h = 0.6 WTE exactly
