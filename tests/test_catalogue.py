@@ -132,3 +132,12 @@ def test_conditions_are_parsed_never_run():
         compile_condition(
             "__import__('os').system('true')", RECORD_FIELDS["checked_lines"], RULES_DIR
         )
+
+
+def test_a_retired_rule_is_listed_but_never_run(tmp_path):
+    copy = broken_catalogue(
+        tmp_path, "trn/TRN-02.toml", 'severity = "warning"', 'severity = "warning"\nretired = true'
+    )
+    catalogue = load_catalogue(copy)
+    assert catalogue.get("TRN-02").retired
+    assert "TRN-02" not in {rule.id for rule in catalogue.active}

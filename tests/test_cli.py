@@ -191,3 +191,14 @@ def test_every_command_has_help_and_is_in_the_readme():
         assert f"arrs-validate {command}" in readme
     for option in ("--pcns", "--agreements", "--reference", "--month", "--out", "--show-names"):
         assert option in readme
+
+
+def test_names_only_with_show_names_and_always_escaped(tmp_path):
+    line = {"staff_name": "Zed <script>alert(1)</script>", "amount_claimed": "5000.00"}
+    assert run(tmp_path, line).returncode == 1
+    hidden = (tmp_path / "out" / "pcn" / "U10001.html").read_text()
+    assert "Zed" not in hidden and "Zed" not in (tmp_path / "out" / "exceptions.csv").read_text()
+    assert run(tmp_path, line, extra=("--show-names",), out="named").returncode == 1
+    shown = (tmp_path / "named" / "pcn" / "U10001.html").read_text()
+    assert "Zed &lt;script&gt;alert(1)&lt;/script&gt;" in shown
+    assert "<script>alert(1)" not in shown

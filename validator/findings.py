@@ -170,6 +170,7 @@ def finalise(
                 "source_file",
                 "source_line",
                 pl.col("claim_month").fill_null("").alias("raw_claim_month"),
+                pl.col("staff_name").fill_null("").str.strip_chars(),
                 v.money_pence("amount_claimed").alias("amount_claimed"),
             ),
             on="row_no",
@@ -271,6 +272,7 @@ def finalise(
         "message": pl.String,
         "row_no": pl.Int64,
         "column": pl.String,
+        "staff_name": pl.String,
     }
     selected = [
         part.with_columns(

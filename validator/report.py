@@ -54,6 +54,7 @@ def render_pages(result: RunResult, started: dt.datetime) -> dict[str, str]:
         "rows_read": result.rows_read,
         "rows_rejected": result.rows_rejected_by_schema,
         "rows_checked": result.rows_checked,
+        "show_names": result.options.show_names,
     }
     by_rule = result.findings.group_by("rule_id", "status").len().sort("rule_id", "status")
     pages = {
