@@ -126,3 +126,31 @@ def test_hours_per_week_gives_wte_and_must_agree_with_wte(tmp_path):
     result = run_files(tmp_path, path)
     assert projection(result) == [(4, "SCH-01", "open")]  # 23 h = 0.6133 WTE, off by > 0.01
     assert result.lines["wte_units"].to_list()[0] == 1_800_000  # 22.5 h = 0.6 WTE exactly
+
+
+def test_quoted_newline_keeps_true_line_numbers(tmp_path):
+    path = claims(
+        tmp_path / "claims.csv",
+        {"staff_name": "Two\nLines"},
+        {"staff_id": "S2", "amount_claimed": "bad"},
+    )
+    result = run_files(tmp_path, path)
+    assert projection(result) == [(4, "SCH-01", "open")]  # line 2 spans lines 2 and 3
+
+
+def test_fast_and_exact_readers_agree(tmp_path):
+    from validator import load
+
+    path = claims(
+        tmp_path / "claims.csv",
+        {"staff_name": 'Quoted "nick", name', "amount_claimed": '"£1,234.56"'},
+        {"staff_id": "S2"},
+    )
+    text = path.read_text().replace("\n", "\r\n") + ",,,\r\n" + "x,y\r\n" + "\r\n"
+    path.write_text(text, newline="")
+    data = path.read_bytes()
+    fast = load._cells_with_polars(data, data.decode())
+    exact = load._cells_with_csv_module(data.decode())
+    assert fast is not None
+    assert fast[0] == exact[0]
+    assert fast[1].equals(exact[1])

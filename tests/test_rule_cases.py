@@ -34,3 +34,21 @@ def test_rule_case(rule, case, tmp_path):
         expected = []
     assert found == expected, result.findings.select("rule_id", "message").rows()
     assert result.rows_read == result.rows_rejected_by_schema + result.rows_checked
+
+
+@pytest.mark.parametrize(("rule", "case"), [c for c in CASES if c.values[1]["fires"]])
+def test_failing_case_message_is_complete(rule, case, tmp_path):
+    """Every figure a message names was found: nothing blank, None or unknown in it."""
+    result = run_case(
+        tmp_path,
+        lines=case.get("lines", [{}]),
+        register_rows=case.get("register"),
+        agreement_rows=case.get("agreements"),
+        month=case.get("month"),
+    )
+    messages = result.findings.filter(result.findings["rule_id"] == rule.id)["message"]
+    assert messages.len()
+    for message in messages:
+        assert message.endswith(f"[{rule.id}]")
+        for sign_of_a_gap in ("None", "—", "()", "  ", " ;", " ,"):
+            assert sign_of_a_gap not in message, message

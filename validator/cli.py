@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import sys
 import textwrap
@@ -78,6 +79,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", required=True, type=Path, metavar="DIR", help="output folder, replaced atomically"
     )
     run.add_argument(
+        "--engine",
+        choices=["fast", "plain"],
+        default="fast",
+        help="how records reach the rules engine: fast (each distinct decision once, the "
+        "default) or plain (every line as it is; same findings, slower; for checking)",
+    )
+    run.add_argument(
+        "--timings",
+        type=Path,
+        metavar="FILE",
+        help="also write the seconds each phase took (read, schema, derive, rules, findings, "
+        "report, outputs) to FILE as JSON",
+    )
+    run.add_argument(
         "--show-names",
         action="store_true",
         help="show staff names in the report (otherwise only staff_id)",
@@ -110,6 +125,7 @@ def command_run(args: argparse.Namespace) -> int:
         reference=args.reference,
         month=args.month,
         show_names=args.show_names,
+        engine_mode=args.engine,
     )
     result = run_validation(options)
     for file in result.file_problems:
@@ -120,9 +136,11 @@ def command_run(args: argparse.Namespace) -> int:
         exit_code = EXIT_FINDINGS
     else:
         exit_code = EXIT_CLEAN
-    pages = render_pages(result, started)
+    with result.timings("report"):
+        pages = render_pages(result, started)
     try:
-        write_outputs(result, args.out, started, exit_code, pages)
+        with result.timings("outputs"):
+            write_outputs(result, args.out, started, exit_code, pages)
     except OSError as error:
         _say(
             f"arrs-validate: cannot write the output folder {args.out}: "
@@ -141,6 +159,8 @@ def command_run(args: argparse.Namespace) -> int:
     for agreement in result.unmatched_agreements["agreement_id"].to_list():
         _say(f"agreement {agreement} matched no claim line or finding", err=True)
     _say(f"outputs written to {args.out}/ (exit code {exit_code})")
+    if args.timings:
+        args.timings.write_text(json.dumps(result.timings.rounded(), indent=2) + "\n")
     return exit_code
 
 

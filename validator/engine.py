@@ -7,8 +7,11 @@ each batch of at most 1,000, every record anchored on a positive `row_no` test, 
 and strings crossing the boundary, every action wrapped so an exception fails the run, and a
 catch-all rule per ruleset that proves each record was evaluated exactly once.
 
-A rule's verdict depends only on the fields its condition reads, so each rule is asked once
-per distinct tuple of those fields and the verdicts are joined back to every record.
+Two modes give the same verdicts. `plain` posts every record as it is, line by line: the
+reference. `fast` (the default) posts what the verdict depends on: every integer comparison
+`a > b` becomes `sign(a - b) > 0` (catalogue.comparison_terms), Polars computes the signs, the
+engine decides each distinct tuple of signs and categories once, and Polars joins the
+verdicts back to every record.
 """
 
 from __future__ import annotations
@@ -46,7 +49,10 @@ class _SynchronousHost(Host):
 class RulesEngine:
     """Evaluates catalogue rules on frames of records; one instance per run, closed after."""
 
-    def __init__(self, rules: list[Rule]) -> None:
+    def __init__(self, rules: list[Rule], mode: str = "fast") -> None:
+        if mode not in ("fast", "plain"):
+            raise ValueError(f"engine mode must be fast or plain, not {mode!r}")
+        self.mode = mode
         self._matches: dict[str, list[int]] = {rule.id: [] for rule in rules}
         self._seen: dict[str, Counter] = {rule.id: Counter() for rule in rules}
         self._errors: list[str] = []
@@ -58,7 +64,7 @@ class RulesEngine:
             anchor = {"$gte": {"row_no": 0}}  # never matches durable's own state document
             definitions[rule.id] = {
                 "fires": {
-                    "all": [{"m": {"$and": [anchor, copy.deepcopy(rule.condition)]}}],
+                    "all": [{"m": {"$and": [anchor, copy.deepcopy(self._condition(rule))]}}],
                     "run": rule.id,
                 },
                 _SEEN: {"all": [{"m": anchor}], "run": f"{rule.id}/{_SEEN}"},
@@ -75,6 +81,29 @@ class RulesEngine:
                 self._errors.append(f"{rule_id}: {type(error).__name__}: {error}")
 
         return action
+
+    def _condition(self, rule: Rule) -> dict:
+        return rule.fast_condition if self.mode == "fast" else rule.condition
+
+    def _inputs(self, rule: Rule, records: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
+        """The columns the engine sees for this rule, and their names."""
+        missing = [name for name in rule.fields if name not in records.columns]
+        if missing:
+            raise EngineError(f"{rule.id}: records lack field(s) {', '.join(missing)}")
+        if self.mode == "plain":
+            return records.select(rule.fields), rule.fields
+        terms = {
+            name: (pl.col(field) - (pl.col(other) if isinstance(other, str) else pl.lit(other)))
+            .sign()
+            .cast(pl.Int64)
+            for name, (field, other) in rule.terms.items()
+        }
+        return records.select(
+            *(
+                terms[name].alias(name) if name in terms else pl.col(name)
+                for name in rule.fast_fields
+            )
+        ), rule.fast_fields
 
     @staticmethod
     def _count(counter: Counter) -> Callable:
@@ -112,16 +141,18 @@ class RulesEngine:
         """A boolean per record: does the rule fire on it?"""
         if records.height == 0:
             return pl.Series(rule.id, [], dtype=pl.Boolean)
-        missing = [name for name in rule.fields if name not in records.columns]
-        if missing:
-            raise EngineError(f"{rule.id}: records lack field(s) {', '.join(missing)}")
-        inputs = records.select(rule.fields)
-        for name, dtype in inputs.schema.items():
-            if dtype not in (pl.Int64, pl.String):
+        for name in rule.fields:
+            dtype = records.schema.get(name)
+            if dtype is not None and dtype not in (pl.Int64, pl.String):
                 raise EngineError(f"{rule.id}: field {name} is {dtype}, not Int64 or String")
+        inputs, fields = self._inputs(rule, records)
+        for name in fields:
             if inputs[name].null_count():
                 raise EngineError(f"{rule.id}: field {name} has nulls; derive must fill them")
-        distinct = inputs.unique(maintain_order=True).with_row_index("row_no", offset=1)
+        if self.mode == "plain":
+            distinct = inputs.with_row_index("row_no", offset=1)
+        else:
+            distinct = inputs.unique(maintain_order=True).with_row_index("row_no", offset=1)
         distinct = distinct.with_columns(pl.col("row_no").cast(pl.Int64))
         matches, seen = self._matches[rule.id], self._seen[rule.id]
         matches.clear()
@@ -137,8 +168,8 @@ class RulesEngine:
                 f"for {len(seen)} records were seen; results would be incomplete"
             )
         self.records_evaluated += len(facts)
-        verdicts = distinct.select(
-            *rule.fields,
-            pl.col("row_no").is_in(pl.Series(matches, dtype=pl.Int64).implode()).alias("hit"),
-        )
-        return inputs.join(verdicts, on=rule.fields, how="left", maintain_order="left")["hit"]
+        hit = pl.col("row_no").is_in(pl.Series(matches, dtype=pl.Int64).implode()).alias("hit")
+        if self.mode == "plain":
+            return distinct.select(hit)["hit"]
+        verdicts = distinct.select(*fields, hit)
+        return inputs.join(verdicts, on=fields, how="left", maintain_order="left")["hit"]

@@ -9,11 +9,12 @@ nothing; totals are taken per line so the same pounds are never counted twice.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 import polars as pl
 
 from validator import values as v
-from validator.catalogue import MESSAGE_FIELDS, Catalogue
+from validator.catalogue import Catalogue
 
 _KEYS = ["finding_id", "rule_id", "severity", "status", "agreement_id"]
 
@@ -30,117 +31,207 @@ def _with_article(title: str) -> str:
     return ("an " if title[:1] in "aeiou" else "a ") + title if title else ""
 
 
-def _line_context(row: dict) -> dict[str, str]:
-    """Message fields for a finding on one claim line."""
-    month = row.get("month_date")
-    start = row.get("employment_start")
-    end = row.get("employment_end")
-    month_last = month.replace(day=row["days_in_month"])
-    from_day = f" from {v.display_date(start)}" if start > month else ""
-    if end is not None and end < month_last:
-        from_day += f" to {v.display_date(end)}"
-    extended = row.get("extended_deadline")
-    title = (row.get("role_title") or row.get("role") or "").lower()
-    return {
-        "where": (
-            f"{row['source_file']} line {row['source_line']} "
-            f"({row['pcn_code']} / {row['staff_id']} / {month:%Y-%m})"
-        ),
-        "role_title": title,
-        "a_role": _with_article(title),
-        "review_month": _month_text(_month_of(row.get("review_month"))),
-        "wte": v.display_wte(row["wte_units"]) if row.get("wte_units") is not None else "",
-        "from_day": from_day,
-        "claim_month": _month_text(month),
-        "claimed": v.display_pounds(row.get("amount_claimed")),
-        "monthly_maximum": v.display_pounds(row.get("monthly_maximum")),
-        "annual_maximum": v.display_pounds(row.get("annual_maximum")),
-        "actual_cost": v.display_pounds(row.get("actual_cost")),
-        "reimbursable_cost": v.display_pounds(row.get("reimbursable_cost")),
-        "share": _share_text(row.get("cost_share")),
-        "fee": v.display_pounds(row.get("subcontract_fee")),
-        "fee_limit": v.display_pounds(row.get("fee_limit")),
-        "claimable_from": v.display_date(row.get("claimable_from_date")),
-        "employment_start": v.display_date(start),
-        "employment_end": v.display_date(end) if end else "no end",
-        "financial_year": row.get("financial_year") or "",
-        "afc_band": row.get("afc_band") or "(blank)",
-        "reimbursement_start": v.display_date(row.get("reimbursement_start")),
-        "deadline": v.display_date(row.get("deadline_date")),
-        "deadline_basis": (
-            f"the extended deadline agreed in {row.get('deadline_agreement')}"
-            if extended
-            else f"six months after reimbursement started on "
-            f"{v.display_date(row.get('reimbursement_start'))}"
-        ),
-        "signoff": v.display_date(row.get("level7_signoff_date"))
-        if row.get("level7_signoff_date")
-        else "none",
-        "rotational_model": row.get("rotational_model") or "",
-        "training_status": row.get("training_status") or "",
-        "accepted_statuses": (row.get("accepted_statuses") or "").replace(";", ", "),
-        "duplicate_lines": str(row.get("lines_for_staff_role_month") or ""),
-        "staff_total_wte": v.display_wte(row["staff_month_wte"])
-        if row.get("staff_month_wte") is not None
-        else "",
-        "list_size": f"{row['list_size']:,}" if row.get("list_size") is not None else "",
-        "arrs_sum": v.display_pounds(row.get("arrs_sum")),
-    }
+def _from_day(row: dict) -> str:
+    """' from 16 Jun 2021' / ' to 10 Jun 2021' for a part month in post, else ''."""
+    month, start, end = row["month_date"], row["employment_start"], row["employment_end"]
+    text = f" from {v.display_date(start)}" if start > month else ""
+    if end is not None and end < month.replace(day=row["days_in_month"]):
+        text += f" to {v.display_date(end)}"
+    return text
 
 
-def _pcn_context(row: dict, review: dt.date) -> dict[str, str]:
-    """Message fields for a PCN-level finding."""
-    month = row.get("month_date")
-    return {
-        "where": f"{row['pcn_code']} {month:%Y-%m}" if month else row["pcn_code"],
-        "role_title": (row.get("role_title") or row.get("role") or "").replace("_", " "),
-        "claim_month": _month_text(month),
-        "review_month": _month_text(review),
-        "financial_year": row.get("financial_year") or v.financial_year(month or review),
-        "pcn_role_wte": v.display_wte(row["pcn_role_wte"])
-        if row.get("pcn_role_wte") is not None
-        else "",
-        "max_wte": v.display_wte(row["max_wte"]) if row.get("max_wte") is not None else "",
-        "list_size": f"{row['list_size']:,}" if row.get("list_size") is not None else "",
-        "ytd_allowed": v.display_pounds(row.get("ytd_allowed")),
-        "arrs_sum": v.display_pounds(row.get("arrs_sum")),
-        "excess": v.display_pounds(row.get("month_excess")),
-        "month_allowed": v.display_pounds(row.get("month_allowed") or row.get("review_allowed")),
-        "forecast": v.display_pounds(row.get("forecast_allowed")),
-        "months_remaining": str(row.get("months_remaining") or 0),
-        "claimed": v.display_pounds(row.get("amount_claimed")),
-    }
+def _deadline_basis(row: dict) -> str:
+    if row.get("extended_deadline"):
+        return f"the extended deadline agreed in {row['deadline_agreement']}"
+    started = v.display_date(row.get("reimbursement_start"))
+    return f"six months after reimbursement started on {started}"
+
+
+def _title(row: dict) -> str:
+    return (row.get("role_title") or row.get("role") or "").lower()
+
+
+def _wte(name: str) -> Callable[[dict], str]:
+    return lambda row: v.display_wte(row[name]) if row.get(name) is not None else ""
+
+
+def _pounds(name: str) -> Callable[[dict], str]:
+    return lambda row: v.display_pounds(row.get(name))
+
+
+def _count(row: dict) -> str:
+    return f"{row['list_size']:,}" if row.get("list_size") is not None else ""
+
+
+# Message fields for a finding on a claim line, each built only if its template names it.
+_LINE_FIELDS: dict[str, Callable[[dict], str]] = {
+    "where": lambda row: (
+        f"{row['source_file']} line {row['source_line']} "
+        f"({row['pcn_code']} / {row['staff_id']} / {row['month_date']:%Y-%m})"
+    ),
+    "role_title": _title,
+    "a_role": lambda row: _with_article(_title(row)),
+    "review_month": lambda row: _month_text(_month_of(row.get("review_month"))),
+    "wte": _wte("wte_units"),
+    "from_day": _from_day,
+    "claim_month": lambda row: _month_text(row["month_date"]),
+    "claimed": _pounds("amount_claimed"),
+    "monthly_maximum": _pounds("monthly_maximum"),
+    "annual_maximum": _pounds("annual_maximum"),
+    "actual_cost": _pounds("actual_cost"),
+    "reimbursable_cost": _pounds("reimbursable_cost"),
+    "share": lambda row: _share_text(row.get("cost_share")),
+    "fee": _pounds("subcontract_fee"),
+    "fee_limit": _pounds("fee_limit"),
+    "claimable_from": lambda row: v.display_date(row.get("claimable_from_date")),
+    "employment_start": lambda row: v.display_date(row["employment_start"]),
+    "employment_end": lambda row: (
+        v.display_date(row["employment_end"]) if row["employment_end"] else "no end"
+    ),
+    "financial_year": lambda row: row.get("financial_year") or "",
+    "afc_band": lambda row: row.get("afc_band") or "(blank)",
+    "reimbursement_start": lambda row: v.display_date(row.get("reimbursement_start")),
+    "deadline": lambda row: v.display_date(row.get("deadline_date")),
+    "deadline_basis": _deadline_basis,
+    "signoff": lambda row: (
+        v.display_date(row["level7_signoff_date"]) if row.get("level7_signoff_date") else "none"
+    ),
+    "rotational_model": lambda row: row.get("rotational_model") or "",
+    "training_status": lambda row: row.get("training_status") or "",
+    "accepted_statuses": lambda row: (row.get("accepted_statuses") or "").replace(";", ", "),
+    "duplicate_lines": lambda row: str(row.get("lines_for_staff_role_month") or ""),
+    "staff_total_wte": _wte("staff_month_wte"),
+    "list_size": _count,
+    "arrs_sum": _pounds("arrs_sum"),
+}
+
+# Message fields for a PCN-level finding.
+_PCN_FIELDS: dict[str, Callable[[dict], str]] = {
+    "where": lambda row: f"{row['pcn_code']} {row['month_date']:%Y-%m}",
+    "role_title": lambda row: (row.get("role") or "").replace("_", " "),
+    "claim_month": lambda row: _month_text(row["month_date"]),
+    "review_month": lambda row: _month_text(row["review"]),
+    "financial_year": lambda row: row.get("financial_year") or v.financial_year(row["month_date"]),
+    "pcn_role_wte": _wte("pcn_role_wte"),
+    "max_wte": _wte("max_wte"),
+    "list_size": _count,
+    "ytd_allowed": _pounds("ytd_allowed"),
+    "arrs_sum": _pounds("arrs_sum"),
+    "excess": _pounds("month_excess"),
+    "month_allowed": lambda row: v.display_pounds(
+        row.get("month_allowed") or row.get("review_allowed")
+    ),
+    "forecast": _pounds("forecast_allowed"),
+    "months_remaining": lambda row: str(row.get("months_remaining") or 0),
+    "claimed": _pounds("amount_claimed"),
+}
+
+
+class _Context(dict):
+    """The fields of one message, each built the first time the template asks for it."""
+
+    def __init__(self, row: dict, fields: dict[str, Callable[[dict], str]]) -> None:
+        super().__init__()
+        self.row = row
+        self.fields = fields
+
+    def __missing__(self, key: str) -> str:
+        build = self.fields.get(key)
+        value = build(self.row) if build else ""
+        self[key] = value
+        return value
 
 
 def _month_of(number: int | None) -> dt.date | None:
     return dt.date(number // 100, number % 100, 1) if number else None
 
 
-def _schema_context(row: dict) -> dict[str, str]:
-    keys = " / ".join(row[name] or "?" for name in ("pcn_code", "staff_id", "raw_claim_month"))
+def _schema_problem(row: dict) -> str:
     column, value = row["column"], row["value"] or ""
     if not column:
-        problem = row["problem"]
-    elif value.strip():
-        problem = f"column {column} is '{value}'; {row['problem']}"
-    else:
-        problem = f"column {column} is blank; {row['problem']}"
-    return {
-        "where": f"{row['source_file']} line {row['source_line']} ({keys})",
-        "column": column or "(whole row)",
-        "value": value,
-        "problem": problem,
-    }
+        return row["problem"]
+    if value.strip():
+        return f"column {column} is '{value}'; {row['problem']}"
+    return f"column {column} is blank; {row['problem']}"
 
 
-def _render(catalogue: Catalogue, frame: pl.DataFrame, context) -> list[str]:
+# Message fields for an SCH-01 finding: keys as read, since they may not parse.
+_SCHEMA_FIELDS: dict[str, Callable[[dict], str]] = {
+    "where": lambda row: (
+        f"{row['source_file']} line {row['source_line']} ("
+        + " / ".join(row[name] or "?" for name in ("pcn_code", "staff_id", "raw_claim_month"))
+        + ")"
+    ),
+    "column": lambda row: row["column"] or "(whole row)",
+    "value": lambda row: row["value"] or "",
+    "problem": _schema_problem,
+}
+
+
+# Every column a message field reads; only these are handed to the templates.
+_MESSAGE_COLUMNS = {
+    "accepted_statuses",
+    "actual_cost",
+    "afc_band",
+    "amount_claimed",
+    "annual_maximum",
+    "arrs_sum",
+    "claimable_from_date",
+    "column",
+    "cost_share",
+    "days_in_month",
+    "deadline_agreement",
+    "deadline_date",
+    "employment_end",
+    "employment_start",
+    "extended_deadline",
+    "fee_limit",
+    "financial_year",
+    "forecast_allowed",
+    "level7_signoff_date",
+    "lines_for_staff_role_month",
+    "list_size",
+    "max_wte",
+    "month_allowed",
+    "month_date",
+    "month_excess",
+    "monthly_maximum",
+    "months_remaining",
+    "pcn_code",
+    "pcn_role_wte",
+    "problem",
+    "raw_claim_month",
+    "reimbursable_cost",
+    "reimbursement_start",
+    "review_allowed",
+    "review_month",
+    "role",
+    "role_title",
+    "rotational_model",
+    "rule_id",
+    "source_file",
+    "source_line",
+    "staff_id",
+    "staff_month_wte",
+    "subcontract_fee",
+    "training_status",
+    "value",
+    "wte_units",
+    "ytd_allowed",
+}
+
+
+def _render(catalogue: Catalogue, frame: pl.DataFrame, fields: dict, **extra) -> pl.Series:
     templates = {rule.id: rule.message for rule in catalogue.rules}
-    rendered = []
-    for row in frame.iter_rows(named=True):
-        fields = dict.fromkeys(MESSAGE_FIELDS, "")
-        fields.update(context(row))
-        rendered.append(templates[row["rule_id"]].format(**fields))
-    return rendered
+    narrow = frame.select(name for name in frame.columns if name in _MESSAGE_COLUMNS)
+    return pl.Series(
+        "message",
+        [
+            templates[row["rule_id"]].format_map(_Context({**row, **extra}, fields))
+            for row in narrow.iter_rows(named=True)
+        ],
+        pl.String,
+    )
 
 
 def finalise(
@@ -183,7 +274,7 @@ def finalise(
     if schema.height:
         parts.append(
             schema.with_columns(
-                pl.Series("message", _render(catalogue, schema, _schema_context), pl.String),
+                _render(catalogue, schema, _SCHEMA_FIELDS),
                 pl.col("raw_claim_month").alias("claim_month"),
             )
         )
@@ -209,7 +300,7 @@ def finalise(
         )
         parts.append(
             detail.with_columns(
-                pl.Series("message", _render(catalogue, detail, _line_context), pl.String),
+                _render(catalogue, detail, _LINE_FIELDS),
                 pl.col("month_date").dt.strftime("%Y-%m").alias("claim_month"),
                 pl.col("amount_at_risk_own").alias("amount_at_risk"),
             )
@@ -246,11 +337,7 @@ def finalise(
             )
             parts.append(
                 detail.with_columns(
-                    pl.Series(
-                        "message",
-                        _render(catalogue, detail, lambda row: _pcn_context(row, review)),
-                        pl.String,
-                    ),
+                    _render(catalogue, detail, _PCN_FIELDS, review=review),
                     pl.col("month_date").dt.strftime("%Y-%m").alias("claim_month"),
                 )
             )

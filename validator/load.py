@@ -93,6 +93,79 @@ def _is_blank(row: list[str]) -> bool:
     return all(not cell.strip() for cell in row)
 
 
+def _cells_with_polars(data: bytes, text: str) -> tuple[list[str], pl.DataFrame] | None:
+    """Fast path: Polars parses the cells, and per-line field counts come from the raw lines.
+
+    Valid only when every physical line is one record (no quoted field spans lines) and
+    quotes are balanced on every line; otherwise returns None and the csv module reads it.
+    """
+    if text.count("\r") != text.count("\r\n"):
+        return None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if not lines:
+        return None
+    physical = pl.Series("line", lines, dtype=pl.String).str.strip_suffix("\r")
+    del lines
+    if (physical.str.count_matches('"') % 2 == 1).any():
+        return None
+    header = next(csv.reader([physical[0]]))
+    try:
+        cells = pl.read_csv(
+            data,
+            has_header=False,
+            infer_schema=False,
+            empty_string_is_null=False,
+            truncate_ragged_lines=True,
+            raise_if_empty=False,
+        )
+    except (pl.exceptions.PolarsError, ValueError):
+        return None
+    if cells.height != physical.len() or cells.width < len(header):
+        return None
+    cells = cells.select(
+        pl.col(name).alias(f"c{index}") for index, name in enumerate(cells.columns[: len(header)])
+    ).with_columns(
+        (physical.str.replace_all('"[^"]*"', "").str.count_matches(",") + 1)
+        .cast(pl.Int64)
+        .alias("fields"),
+        (physical.str.replace_all(r'[\s,"]', "") == "").alias("blank"),
+        pl.int_range(1, physical.len() + 1, dtype=pl.Int64).alias("source_line"),
+    )
+    return header, cells.slice(1)
+
+
+def _cells_with_csv_module(text: str) -> tuple[list[str], pl.DataFrame]:
+    """Exact path for any CSV the csv module reads (quoted newlines included); slower."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None) or []
+    width = len(header)
+    columns: list[list[str | None]] = [[] for _ in range(width)]
+    fields, blank, lines = [], [], []
+    for row in reader:
+        lines.append(reader.line_num)
+        fields.append(max(len(row), 1))  # an empty line is one empty field, as in Polars
+        blank.append(_is_blank(row))
+        for index in range(width):
+            columns[index].append(row[index] if index < len(row) else "")
+    cells = pl.DataFrame(
+        {
+            **{f"c{index}": values for index, values in enumerate(columns)},
+            "fields": fields,
+            "blank": blank,
+            "source_line": lines,
+        },
+        schema={
+            **{f"c{index}": pl.String for index in range(width)},
+            "fields": pl.Int64,
+            "blank": pl.Boolean,
+            "source_line": pl.Int64,
+        },
+    )
+    return header, cells
+
+
 def read_claim_file(path: str, first_row_no: int) -> tuple[ClaimFile, pl.DataFrame | None]:
     """Read one file into text cells. Returns the file's description and its rows (or None)."""
     info = ClaimFile(path=path)
@@ -108,17 +181,18 @@ def read_claim_file(path: str, first_row_no: int) -> tuple[ClaimFile, pl.DataFra
         info.problem = f"is not readable text: {error}"
         return info, None
 
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = next(reader, None)
-        if header is None or _is_blank(header):
-            info.problem = "is empty: the first line must be the header row of SPEC section 2"
+    utf8 = data[3:] if info.encoding == "utf-8-sig" else data
+    parsed = _cells_with_polars(utf8 if info.encoding != "windows-1252" else text.encode(), text)
+    if parsed is None:
+        try:
+            parsed = _cells_with_csv_module(text)
+        except csv.Error as error:
+            info.problem = f'{error}; check the quoting (an unclosed " runs to the end)'
             return info, None
-        rows: list[tuple[int, list[str]]] = []
-        for row in reader:
-            rows.append((reader.line_num, row))
-    except csv.Error as error:
-        info.problem = f"line {reader.line_num}: {error}; check the quoting of that line"
+    header, cells = parsed
+    del text, data, utf8
+    if not header or _is_blank(header):
+        info.problem = "is empty: the first line must be the header row of SPEC section 2"
         return info, None
 
     names = [normalise_header(name) for name in header]
@@ -132,8 +206,9 @@ def read_claim_file(path: str, first_row_no: int) -> tuple[ClaimFile, pl.DataFra
             return info, None
         seen[name] = position
 
-    while rows and _is_blank(rows[-1][1]):
-        rows.pop()  # blank trailing lines are ignored (SPEC section 2)
+    # Blank trailing lines are ignored (SPEC section 2); blank lines between rows are not.
+    non_blank = cells.with_row_index("i").filter(~pl.col("blank"))["i"]
+    cells = cells.head(int(non_blank.max()) + 1 if non_blank.len() else 0)
 
     missing = [name for name in REQUIRED_COLUMNS if name not in seen]
     if not any(name in seen for name in WTE_COLUMNS):
@@ -143,45 +218,30 @@ def read_claim_file(path: str, first_row_no: int) -> tuple[ClaimFile, pl.DataFra
             f"lacks required column(s) {', '.join(missing)}; add them to the header row "
             "(names are matched ignoring case and spaces)"
         )
-        info.unread_rows = len(rows)
+        info.unread_rows = cells.height
         return info, None
     info.extra_columns = [name for name in names if name not in CLAIM_COLUMNS]
+    info.rows_read = cells.height
 
-    positions = {name: seen[name] - 1 for name in CLAIM_COLUMNS if name in seen}
     width = len(header)
-    columns: dict[str, list[str | None]] = {name: [] for name in CLAIM_COLUMNS}
-    lines: list[int] = []
-    problems: list[str | None] = []
-    for line, row in rows:
-        lines.append(line)
-        if _is_blank(row):
-            problems.append("is blank between data rows; delete the line or fill it in")
-        elif len(row) != width:
-            problems.append(
-                f"has {len(row)} fields but the header has {width}; "
-                "check for a missing or extra comma or an unquoted comma in a value"
+    frame = cells.select(
+        *(
+            (pl.col(f"c{seen[name] - 1}") if name in seen else pl.lit(None, pl.String)).alias(name)
+            for name in CLAIM_COLUMNS
+        ),
+        pl.when(pl.col("blank"))
+        .then(pl.lit("is blank between data rows; delete the line or fill it in"))
+        .when(pl.col("fields") != width)
+        .then(
+            pl.format(
+                "has {} fields but the header has {}; check for a missing or extra comma "
+                "or an unquoted comma in a value",
+                pl.col("fields"),
+                pl.lit(width),
             )
-        else:
-            problems.append(None)
-        for name in CLAIM_COLUMNS:
-            position = positions.get(name)
-            columns[name].append(
-                row[position] if position is not None and position < len(row) else None
-            )
-
-    info.rows_read = len(rows)
-    frame = pl.DataFrame(
-        {
-            **columns,
-            "row_problem": problems,
-            "source_line": lines,
-        },
-        schema={
-            **dict.fromkeys(CLAIM_COLUMNS, pl.String),
-            "row_problem": pl.String,
-            "source_line": pl.Int64,
-        },
-    ).with_columns(
+        )
+        .alias("row_problem"),
+        "source_line",
         pl.lit(path).alias("source_file"),
         (pl.int_range(pl.len(), dtype=pl.Int64) + first_row_no).alias("row_no"),
     )

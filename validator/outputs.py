@@ -8,11 +8,9 @@ give byte-identical files.
 
 from __future__ import annotations
 
-import csv
 import ctypes
 import ctypes.util
 import datetime as dt
-import io
 import json
 import os
 import platform
@@ -23,11 +21,9 @@ from pathlib import Path
 import polars as pl
 
 from validator import __version__
-from validator import values as v
 from validator.pipeline import FINDING_COLUMNS, RunResult
 from validator.reference import sha256_of
 
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 _MONEY_FINDING = ("amount_claimed", "amount_allowed", "amount_at_risk")
 SUMMARY_COLUMNS = [
     "pcn_code",
@@ -47,29 +43,31 @@ SUMMARY_COLUMNS = [
 _MONEY_SUMMARY = ("claimed", "allowed", "at_risk", "arrs_sum", "ytd_allowed")
 
 
-def formula_safe(text: str) -> str:
+def formula_safe(text: pl.Expr) -> pl.Expr:
     """Prefix text a spreadsheet would run as a formula with `'` (SPEC section 7)."""
-    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+    return pl.when(text.str.contains(r"^[=+\-@\t\r]")).then("'" + text).otherwise(text)
+
+
+def money_text(pence: pl.Expr) -> pl.Expr:
+    """Integer pence as `1234.56` (money in the CSV outputs; blank when there is none)."""
+    pounds = (pence.abs() // 100).cast(pl.String)
+    rest = (pence.abs() % 100).cast(pl.String).str.pad_start(2, "0")
+    sign = pl.when(pence < 0).then(pl.lit("-")).otherwise(pl.lit(""))
+    return sign + pounds + "." + rest
 
 
 def _csv_text(frame: pl.DataFrame, columns: list[str], money: tuple[str, ...]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
-    for row in frame.select(columns).iter_rows(named=True):
-        cells = []
-        for name in columns:
-            value = row[name]
-            if name in money:
-                cells.append(v.format_pounds(value))
-            elif value is None:
-                cells.append("")
-            elif isinstance(value, str):
-                cells.append(formula_safe(value))
-            else:
-                cells.append(str(value))
-        writer.writerow(cells)
-    return buffer.getvalue()
+    """The frame as CSV: money formatted, text formula-safe, nothing as blank, LF endings."""
+    cells = []
+    for name in columns:
+        column = pl.col(name)
+        if name in money:
+            cells.append(money_text(column).alias(name))
+        elif frame.schema[name] == pl.String:
+            cells.append(formula_safe(column).alias(name))
+        else:
+            cells.append(column.cast(pl.String).alias(name))
+    return frame.select(cells).write_csv(line_terminator="\n", null_value="")
 
 
 def exceptions_csv(result: RunResult) -> str:
@@ -126,6 +124,7 @@ def manifest(result: RunResult, started: dt.datetime, finished: dt.datetime, exi
             "by_rule": dict(sorted(result.findings.group_by("rule_id").len().iter_rows())),
         },
         "engine_records_evaluated": result.records_evaluated,
+        "phase_seconds": result.timings.rounded(),
         "unmatched_agreements": result.unmatched_agreements["agreement_id"].to_list(),
     }
 

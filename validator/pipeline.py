@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,8 @@ from validator.engine import RulesEngine
 from validator.errors import ConfigError
 from validator.load import ClaimFile, read_claims
 from validator.reference import Reference, load_agreements, load_reference, load_register
-from validator.schema import parse_claims, schema_failures
+from validator.schema import check_claims
+from validator.timing import PhaseTimer
 
 FINDING_COLUMNS = [
     "rule_id",
@@ -51,6 +53,7 @@ class RunOptions:
     reference: Path | None = None
     month: str | None = None
     show_names: bool = False
+    engine_mode: str = "fast"
 
 
 @dataclass
@@ -70,7 +73,7 @@ class RunResult:
     rows_checked: int = 0
     records_evaluated: int = 0
     register_rows: int = 0
-    notes: list[str] = field(default_factory=list)
+    timings: PhaseTimer = field(default_factory=PhaseTimer)
 
     @property
     def file_problems(self) -> list[ClaimFile]:
@@ -140,12 +143,14 @@ class _Run:
         self.used_agreements: set[str] = set()
         self.found: list[pl.DataFrame] = []
         self.next_finding_id = 0
+        self.timer = PhaseTimer()
 
     def _fires(self, engine: RulesEngine, rules: list[Rule], records: pl.DataFrame, key: str):
         """(key, rule_id) for every rule that fires on a record."""
         hits = []
         for rule in rules:
-            verdict = engine.evaluate(rule, records)
+            with self.timer("rules"):
+                verdict = engine.evaluate(rule, records)
             hit = records.filter(verdict).select(key).with_columns(pl.lit(rule.id).alias("rule_id"))
             hits.append(hit)
         return (
@@ -171,16 +176,18 @@ class _Run:
         return found
 
     def execute(self) -> RunResult:
-        files, raw = read_claims(self.options.claims)
-        roles = self.reference.role_codes
-        failures = schema_failures(raw, roles)
-        rejected_rows = failures["row_no"].unique()
-        typed = parse_claims(raw.filter(~pl.col("row_no").is_in(rejected_rows.implode())), roles)
+        timer = self.timer
+        with timer("read"):
+            files, raw = read_claims(self.options.claims)
+        with timer("schema"):
+            failures, typed = check_claims(raw, self.reference.role_codes)
+            rejected_rows = failures["row_no"].unique()
         if self.review is None and typed.height:
             self.review = typed["claim_month"].max()
         review = self.review or dt.date.today().replace(day=1)
 
-        with RulesEngine(self.catalogue.active) as engine:
+        block = time.perf_counter()
+        with RulesEngine(self.catalogue.active, self.options.engine_mode) as engine:
             schema_found = self._schema_stage(engine, raw, failures)
             lines = derive.line_fields(typed, self.reference, self.register, review)
             line_rules = self.catalogue.applying_to("checked_lines")
@@ -199,20 +206,12 @@ class _Run:
             lines = self._money(lines, eligible, line_found)
             pcn_found = self._pcn_stage(engine, lines, review)
             records_evaluated = engine.records_evaluated
+        timer.add("derive", time.perf_counter() - block - timer.seconds.get("rules", 0.0))
 
-        all_findings = findings.finalise(
-            schema_found=schema_found,
-            line_found=line_found,
-            pcn_found=pcn_found,
-            pcn_records=self.pcn_records,
-            lines=lines,
-            eligible=eligible,
-            raw=raw,
-            failures=failures,
-            catalogue=self.catalogue,
-            review=review,
-        )
-        summary = findings.summary(lines, raw, failures, all_findings, self.register, review)
+        with timer("findings"):
+            all_findings, summary = self._findings(
+                schema_found, line_found, pcn_found, lines, eligible, raw, failures, review
+            )
         unmatched = self.agreements.filter(
             ~pl.col("agreement_id").is_in(sorted(self.used_agreements))
         )
@@ -232,7 +231,26 @@ class _Run:
             rows_checked=typed.height,
             records_evaluated=records_evaluated,
             register_rows=self.register.height,
+            timings=timer,
         )
+
+    def _findings(
+        self, schema_found, line_found, pcn_found, lines, eligible, raw, failures, review
+    ):
+        all_findings = findings.finalise(
+            schema_found=schema_found,
+            line_found=line_found,
+            pcn_found=pcn_found,
+            pcn_records=self.pcn_records,
+            lines=lines,
+            eligible=eligible,
+            raw=raw,
+            failures=failures,
+            catalogue=self.catalogue,
+            review=review,
+        )
+        summary = findings.summary(lines, raw, failures, all_findings, self.register, review)
+        return all_findings, summary
 
     def _schema_stage(self, engine: RulesEngine, raw: pl.DataFrame, failures: pl.DataFrame):
         """Stage A: SCH-01 findings, one per bad field, through the engine like every rule."""

@@ -73,16 +73,13 @@ def render_pages(result: RunResult, started: dt.datetime) -> dict[str, str]:
     }
     agreements = {row["agreement_id"]: row for row in result.agreements.to_dicts()}
     template = env.get_template("pcn.html.j2")
+    ordered = result.findings.with_columns(
+        pl.col("severity").replace_strict(SEVERITY_ORDER, return_dtype=pl.Int64).alias("order")
+    ).sort("pcn_code", "order", "rule_id", "claim_month", "staff_id", "source_file", "source_line")
+    by_pcn = {key[0]: part for key, part in ordered.partition_by("pcn_code", as_dict=True).items()}
+    empty = ordered.clear()
     for pcn in summary:
-        found = (
-            result.findings.filter(pl.col("pcn_code") == pcn["pcn_code"])
-            .with_columns(
-                pl.col("severity")
-                .replace_strict(SEVERITY_ORDER, return_dtype=pl.Int64)
-                .alias("order")
-            )
-            .sort("order", "rule_id", "claim_month", "staff_id", "source_file", "source_line")
-        )
+        found = by_pcn.get(pcn["pcn_code"], empty)
         open_found = found.filter(pl.col("status") == "open")
         waived = found.filter(pl.col("status") == "waived")
         pages[pcn_page_name(pcn["pcn_code"])] = template.render(

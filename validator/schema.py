@@ -45,28 +45,39 @@ def _parsed(name: str, spec: dict, roles: list[str]) -> pl.Expr | None:
     return None
 
 
-def _column_checks(name: str, spec: dict, roles: list[str]) -> list[tuple[str, pl.Expr, str]]:
-    """(check name, expression that is true where the cell is fine, what was expected)."""
-    parsed = _parsed(name, spec, roles)
+def _value(name: str) -> pl.Expr:
+    return pl.col(f"{name}__value")
+
+
+def _blank(name: str) -> pl.Expr:
+    return pl.col(f"{name}__blank")
+
+
+def _column_checks(name: str, spec: dict) -> list[tuple[str, pl.Expr, str]]:
+    """(check name, expression that is true where the cell is fine, what was expected).
+
+    Checks read the columns `with_values` adds: each cell parsed once, and whether it is blank.
+    """
     expected = spec.get("expected", "")
+    parsed = spec["kind"] != "text"
     checks: list[tuple[str, pl.Expr, str]] = []
     if spec["required"]:
-        checks.append(("required", ~v.blank(name), f"a value is required: {expected}"))
-    if parsed is not None:
-        checks.append(("format", v.blank(name) | parsed.is_not_null(), expected))
+        checks.append(("required", ~_blank(name), f"a value is required: {expected}"))
+    if parsed:
+        checks.append(("format", _blank(name) | _value(name).is_not_null(), expected))
     if spec["kind"] in ("wte", "hours"):
-        checks.append(("range", v.blank(name) | (parsed.fill_null(1) > 0), expected))
-        checks.append(("range", v.blank(name) | (parsed.fill_null(1) <= v.WTE_UNITS), expected))
+        in_range = (_value(name) > 0) & (_value(name) <= v.WTE_UNITS)
+        checks.append(("range", _blank(name) | in_range.fill_null(True), expected))
     if name == "wte":
         checks.append(
             (
                 "one_of",
-                ~(v.blank("wte") & v.blank("hours_per_week")),
+                ~(_blank("wte") & _blank("hours_per_week")),
                 "one of wte or hours_per_week is required (wte = hours / 37.5)",
             )
         )
     if name == "hours_per_week":
-        difference = (v.wte_units("wte") - v.hours_wte_units("hours_per_week")).abs()
+        difference = (_value("wte") - _value("hours_per_week")).abs()
         checks.append(
             (
                 "agreement",
@@ -75,29 +86,51 @@ def _column_checks(name: str, spec: dict, roles: list[str]) -> list[tuple[str, p
             )
         )
     if name == "employment_end":
-        in_order = v.date_value("employment_end") >= v.date_value("employment_start")
+        in_order = _value("employment_end") >= _value("employment_start")
         checks.append(
             ("order", in_order.fill_null(True), "a last day on or after employment_start")
         )
     return checks
 
 
-def build_schema(roles: list[str]) -> tuple[pa.DataFrameSchema, dict[tuple[str, str], str]]:
-    """The Pandera schema for claim text cells, and the expectation text of each check."""
+def with_values(claims: pl.DataFrame, roles: list[str]) -> pl.DataFrame:
+    """The claim text cells plus, per column: its parsed `__value`, and `__problem`, the name
+    of the first of its checks that fails (null where the cell is fine). One Polars pass."""
+    values = []
+    for name, spec in CLAIM_COLUMNS.items():
+        parsed = _parsed(name, spec, roles)
+        values.append(v.blank(name).alias(f"{name}__blank"))
+        values.append((parsed if parsed is not None else v.stripped(name)).alias(f"{name}__value"))
+    problems = []
+    for name, spec in CLAIM_COLUMNS.items():
+        first_failure = pl.lit(None, dtype=pl.String)
+        for check_name, ok, _ in reversed(_column_checks(name, spec)):
+            first_failure = pl.when(~ok).then(pl.lit(check_name)).otherwise(first_failure)
+        problems.append(first_failure.alias(f"{name}__problem"))
+    return claims.with_columns(values).with_columns(problems)
+
+
+def build_schema() -> tuple[pa.DataFrameSchema, dict[tuple[str, str], str]]:
+    """The Pandera schema: each claim column is text whose one check is that none of its
+    field checks failed; and the expectation text of every (column, field check)."""
     columns = {}
     expectations: dict[tuple[str, str], str] = {}
     for name, spec in CLAIM_COLUMNS.items():
-        checks = []
-        for check_name, ok, expected in _column_checks(name, spec, roles):
-            checks.append(pa.Check(lambda data, ok=ok: data.lazyframe.select(ok), name=check_name))
+        for check_name, _, expected in _column_checks(name, spec):
             expectations.setdefault((name, check_name), expected)
-        columns[name] = pa.Column(pl.String, nullable=True, checks=checks)
+        problem = pl.col(f"{name}__problem")
+        check = pa.Check(
+            lambda data, problem=problem: data.lazyframe.select(problem.is_null()),
+            name=f"{name}_is_valid",
+        )
+        columns[name] = pa.Column(pl.String, nullable=True, checks=[check])
     return pa.DataFrameSchema(columns, coerce=False, strict=False), expectations
 
 
-def schema_failures(claims: pl.DataFrame, roles: list[str]) -> pl.DataFrame:
-    """One row per bad field of every claim row: row_no, column, value as read, problem."""
-    shaped = claims.filter(pl.col("row_problem").is_null())
+def check_claims(claims: pl.DataFrame, roles: list[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Stage A. Returns the schema failures (one row per bad field of every row: row_no,
+    column, value as read, problem) and the typed values of the rows that passed."""
+    shaped = with_values(claims.filter(pl.col("row_problem").is_null()), roles)
     failures = [
         claims.filter(pl.col("row_problem").is_not_null()).select(
             "row_no",
@@ -106,9 +139,9 @@ def schema_failures(claims: pl.DataFrame, roles: list[str]) -> pl.DataFrame:
             ("the row " + pl.col("row_problem")).alias("problem"),
         )
     ]
-    schema, expectations = build_schema(roles)
+    schema, expectations = build_schema()
     try:
-        schema.validate(shaped.select(list(CLAIM_COLUMNS)), lazy=True)
+        schema.validate(shaped, lazy=True)
     except SchemaErrors as errors:
         cases = errors.failure_cases.filter(pl.col("index").is_not_null())
         expected = pl.DataFrame(
@@ -118,44 +151,48 @@ def schema_failures(claims: pl.DataFrame, roles: list[str]) -> pl.DataFrame:
                 "expected": list(expectations.values()),
             }
         )
-        found = (
-            cases.select(pl.col("index").cast(pl.Int64), "column", "check")
-            .join(expected, on=["column", "check"], how="left")
-            .join(
-                shaped.select("row_no")
-                .with_row_index("index")
-                .with_columns(pl.col("index").cast(pl.Int64)),
-                on="index",
-            )
-            .unique(subset=["row_no", "column"], keep="first", maintain_order=True)
+        found = cases.select(pl.col("index").cast(pl.Int64), "column").unique()
+        bad = (
+            shaped.with_row_index("index")
+            .with_columns(pl.col("index").cast(pl.Int64))
+            .filter(pl.col("index").is_in(found["index"].implode()))
         )
-        raw = shaped.select("row_no", *CLAIM_COLUMNS).unpivot(
-            index="row_no", variable_name="column", value_name="value"
+        cells = pl.concat(
+            [
+                bad.select(
+                    "index",
+                    "row_no",
+                    pl.lit(name).alias("column"),
+                    pl.col(name).alias("value"),
+                    pl.col(f"{name}__problem").alias("check"),
+                )
+                for name in CLAIM_COLUMNS
+            ]
         )
         failures.append(
-            found.join(raw, on=["row_no", "column"], how="left").select(
+            found.join(cells, on=["index", "column"], how="left")
+            .join(expected, on=["column", "check"], how="left")
+            .select(
                 "row_no",
                 "column",
                 pl.col("value").fill_null(""),
                 ("expected " + pl.col("expected")).alias("problem"),
             )
         )
-    return pl.concat(failures).cast(SCHEMA_FAILURE_COLUMNS).sort("row_no", "column")
+    failures_frame = pl.concat(failures).cast(SCHEMA_FAILURE_COLUMNS).sort("row_no", "column")
+    passed = shaped.filter(~pl.col("row_no").is_in(failures_frame["row_no"].implode()))
+    return failures_frame, _typed(passed)
 
 
-def parse_claims(claims: pl.DataFrame, roles: list[str]) -> pl.DataFrame:
+def _typed(checked: pl.DataFrame) -> pl.DataFrame:
     """Typed values of rows that passed the schema: pence, WTE units, dates, canonical codes."""
-    typed = {}
-    for name, spec in CLAIM_COLUMNS.items():
-        parsed = _parsed(name, spec, roles)
-        typed[name] = (parsed if parsed is not None else v.stripped(name)).alias(name)
-    wte = pl.coalesce(v.wte_units("wte"), v.hours_wte_units("hours_per_week"))
-    return claims.select(
+    values = [name for name in CLAIM_COLUMNS if name not in ("wte", "hours_per_week")]
+    return checked.select(
         "row_no",
         "source_file",
         "source_line",
-        *[expr for name, expr in typed.items() if name not in ("wte", "hours_per_week")],
-        wte.alias("wte_units"),
+        *(_value(name).alias(name) for name in values),
+        pl.coalesce(_value("wte"), _value("hours_per_week")).alias("wte_units"),
     ).with_columns(
         pl.col("subcontract_fee").fill_null(0),
         pl.col("training_status").fill_null("not_started"),

@@ -40,9 +40,20 @@ def stripped(column: str) -> pl.Expr:
 
 
 def _decimal_scaled(text: pl.Expr, pattern: str, places: int) -> pl.Expr:
-    """Digits before and after the point of a matching decimal, as one integer in 1/10**places."""
-    whole = text.str.extract(pattern, 1).str.replace_all(",", "").cast(pl.Int64, strict=False)
-    fraction = text.str.extract(pattern, 2).fill_null("").str.pad_end(places, "0").cast(pl.Int64)
+    """A decimal matching `pattern` as one integer in units of 1/10**places (else null).
+
+    The pattern decides validity; the digits are then split at the point (faster than
+    regex captures, which matters at a million rows).
+    """
+    digits = text.str.strip_prefix("£").str.replace_all(",", "", literal=True)
+    parts = digits.str.split_exact(".", 1)
+    whole = parts.struct.field("field_0").cast(pl.Int64, strict=False)
+    fraction = (
+        parts.struct.field("field_1")
+        .fill_null("")
+        .str.pad_end(places, "0")
+        .cast(pl.Int64, strict=False)
+    )
     return pl.when(text.str.contains(pattern)).then(whole * 10**places + fraction)
 
 
