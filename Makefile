@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= out/sample
 
-.PHONY: setup run test lint clean
+.PHONY: setup run test lint bench clean
 
 setup: $(STAMP)
 
@@ -26,10 +26,14 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest
 
+# Generates national-scale batches under bench/ (not committed) and times the real CLI.
+bench: $(STAMP)
+	$(BIN)/python tools/bench.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check validator tests tools
 	$(BIN)/ruff format --check validator tests tools
 	$(BIN)/lint-imports
 
 clean:
-	rm -rf $(VENV) out test-output
+	rm -rf $(VENV) out test-output bench

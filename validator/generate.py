@@ -140,7 +140,7 @@ def _seed_exception(
 ) -> list[dict]:
     """Change one line so that it raises `kind`; returns the lines to write."""
     if kind == "SCH-01":
-        row["amount_claimed"] = rng.choice(["n/a", "12,34.5", "-10.00", "1.234"])
+        row["amount_claimed"] = rng.choice(["n/a", "12.3.4", "-10.00", "1.234"])
     elif kind == "ELG-01":
         row["claim_month"] = "2021-03"
         row["role"] = "paramedic"

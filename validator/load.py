@@ -93,24 +93,55 @@ def _is_blank(row: list[str]) -> bool:
     return all(not cell.strip() for cell in row)
 
 
+def _physical_lines(data: bytes) -> pl.Series | None:
+    """Every physical line of the file as text, read by Polars (None if it cannot be)."""
+    if b"\x1f" in data or data.count(b"\r") != data.count(b"\r\n"):
+        return None
+    try:
+        lines = pl.read_csv(
+            data,
+            has_header=False,
+            separator="\x1f",  # a byte the file does not hold: each line is one field
+            quote_char=None,
+            new_columns=["line"],
+            infer_schema=False,
+            empty_string_is_null=False,
+            raise_if_empty=False,
+        )
+    except (pl.exceptions.PolarsError, ValueError):
+        return None
+    if lines.width != 1:
+        return None
+    return lines["line"].str.strip_suffix("\r")
+
+
+def _field_counts(lines: pl.Series) -> pl.Series | None:
+    """Fields per line, quote-aware; None if a line's quotes do not balance (a quoted field
+    that spans lines, or a stray quote), which only the csv module reads correctly."""
+    counts = lines.str.count_matches(",", literal=True) + 1
+    quoted = lines.str.contains('"', literal=True)
+    if not quoted.any():
+        return counts.cast(pl.Int64)
+    with_quotes = lines.filter(quoted)
+    if (with_quotes.str.count_matches('"', literal=True) % 2 == 1).any():
+        return None
+    outside = with_quotes.str.replace_all('"[^"]*"', "").str.count_matches(",", literal=True) + 1
+    return counts.scatter(quoted.arg_true(), outside).cast(pl.Int64)
+
+
 def _cells_with_polars(data: bytes, text: str) -> tuple[list[str], pl.DataFrame] | None:
     """Fast path: Polars parses the cells, and per-line field counts come from the raw lines.
 
     Valid only when every physical line is one record (no quoted field spans lines) and
-    quotes are balanced on every line; otherwise returns None and the csv module reads it.
+    quotes balance on every line; otherwise returns None and the csv module reads it.
     """
-    if text.count("\r") != text.count("\r\n"):
+    lines = _physical_lines(data)
+    if lines is None or lines.len() == 0:
         return None
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    if not lines:
+    counts = _field_counts(lines)
+    if counts is None:
         return None
-    physical = pl.Series("line", lines, dtype=pl.String).str.strip_suffix("\r")
-    del lines
-    if (physical.str.count_matches('"') % 2 == 1).any():
-        return None
-    header = next(csv.reader([physical[0]]))
+    header = next(csv.reader([lines[0]]))
     try:
         cells = pl.read_csv(
             data,
@@ -122,16 +153,14 @@ def _cells_with_polars(data: bytes, text: str) -> tuple[list[str], pl.DataFrame]
         )
     except (pl.exceptions.PolarsError, ValueError):
         return None
-    if cells.height != physical.len() or cells.width < len(header):
+    if cells.height != lines.len() or cells.width < len(header):
         return None
     cells = cells.select(
         pl.col(name).alias(f"c{index}") for index, name in enumerate(cells.columns[: len(header)])
     ).with_columns(
-        (physical.str.replace_all('"[^"]*"', "").str.count_matches(",") + 1)
-        .cast(pl.Int64)
-        .alias("fields"),
-        (physical.str.replace_all(r'[\s,"]', "") == "").alias("blank"),
-        pl.int_range(1, physical.len() + 1, dtype=pl.Int64).alias("source_line"),
+        counts.alias("fields"),
+        lines.str.contains(r'^[\s,"]*$').alias("blank"),
+        pl.int_range(1, lines.len() + 1, dtype=pl.Int64).alias("source_line"),
     )
     return header, cells.slice(1)
 

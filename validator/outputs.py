@@ -153,10 +153,8 @@ def publish(files: dict[str, bytes | str], out: Path) -> None:
             path = staging / name
             path.parent.mkdir(parents=True, exist_ok=True)
             data = content.encode("utf-8") if isinstance(content, str) else content
-            with path.open("wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+            path.write_bytes(data)
+        os.sync()  # everything on disk before it is published (one call, not one per file)
         staging.chmod(0o755)
         if out.exists() and _exchange(staging, out):
             shutil.rmtree(staging)  # now holds the previous run

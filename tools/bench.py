@@ -1,0 +1,139 @@
+"""`make bench`: generate national-scale batches, run the real CLI on each, report figures.
+
+For each size it prints and writes to bench/results.json: lines, the median wall time of
+the end-to-end run and of each phase (read, schema, derive, rules, findings, report,
+outputs), lines per second, peak resident memory, the index page's size, and the ratio of
+the run to the time Polars alone takes to read the same CSV files.
+
+    .venv/bin/python tools/bench.py [--runs 3] [--sizes month,year,million]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+
+from validator.generate import generate
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+SIZES = {
+    # name: (PCNs, months, what it stands for)
+    "month": (1250, 6, "one national month with its history since April (~225,000 lines)"),
+    "year": (1250, 12, "a national year (~450,000 lines)"),
+    "million": (2750, 12, "1,000,000 lines"),
+}
+PHASES = ("read", "schema", "derive", "rules", "findings", "report", "outputs")
+
+
+def batch(name: str) -> tuple[Path, dict]:
+    pcns, months, _ = SIZES[name]
+    folder = BENCH / name
+    stamp = folder / "batch.json"
+    wanted = {"pcns": pcns, "months": months, "seed": 2021}
+    if stamp.exists() and json.loads(stamp.read_text()).get("params") == wanted:
+        return folder, json.loads(stamp.read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    counts = generate(folder, pcns=pcns, months=months, seed=2021)
+    info = {"params": wanted, **counts, "generate_seconds": round(time.perf_counter() - started)}
+    stamp.write_text(json.dumps(info, indent=2))
+    return folder, info
+
+
+def run_once(folder: Path, review_month: str) -> dict:
+    timings = folder / "timings.json"
+    command = [
+        str(ROOT / ".venv" / "bin" / "arrs-validate"),
+        "run",
+        str(folder / "claims"),
+        "--pcns",
+        str(folder / "pcns.csv"),
+        "--agreements",
+        str(folder / "agreements.csv"),
+        "--month",
+        review_month,
+        "--out",
+        str(folder / "out"),
+        "--timings",
+        str(timings),
+    ]
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    code = os.waitstatus_to_exitcode(status)
+    if code not in (0, 1):
+        sys.exit(f"run failed with exit code {code}: {process.stderr.read().decode()}")
+    return {
+        "wall": wall,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+        **json.loads(timings.read_text()),
+    }
+
+
+def polars_read_seconds(folder: Path) -> float:
+    files = sorted((folder / "claims").glob("*.csv"))
+    started = time.perf_counter()
+    for path in files:
+        pl.read_csv(path, infer_schema=False, truncate_ragged_lines=True)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--sizes", default="month,year,million")
+    args = parser.parse_args()
+    results = {
+        "machine": {
+            "cores": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "polars": pl.__version__,
+        },
+        "sizes": {},
+    }
+    for name in args.sizes.split(","):
+        folder, info = batch(name)
+        runs = [run_once(folder, info["review_month"]) for _ in range(args.runs)]
+        polars_read = statistics.median(polars_read_seconds(folder) for _ in range(3))
+        median = {
+            key: statistics.median(run.get(key, 0.0) for run in runs)
+            for key in ("wall", "peak_rss_mb", *PHASES)
+        }
+        figures = {
+            "what": SIZES[name][2],
+            "lines": info["lines"],
+            "runs": args.runs,
+            "wall_seconds_median": round(median["wall"], 2),
+            "wall_seconds_all": [round(run["wall"], 2) for run in runs],
+            "phase_seconds_median": {phase: round(median[phase], 2) for phase in PHASES},
+            "lines_per_second": round(info["lines"] / median["wall"]),
+            "peak_rss_mb": round(max(run["peak_rss_mb"] for run in runs)),
+            "index_html_kb": round((folder / "out" / "index.html").stat().st_size / 1024),
+            "polars_read_seconds": round(polars_read, 2),
+            "ratio_to_polars_read": round(median["wall"] / polars_read, 1),
+        }
+        results["sizes"][name] = figures
+        phases = " ".join(f"{p} {figures['phase_seconds_median'][p]:.2f}" for p in PHASES)
+        print(
+            f"{name:8s} {figures['lines']:>9,} lines  {figures['wall_seconds_median']:6.2f} s "
+            f"(median of {args.runs})  {figures['lines_per_second']:>9,} lines/s  "
+            f"peak {figures['peak_rss_mb']:,} MB  index {figures['index_html_kb']} KB  "
+            f"x{figures['ratio_to_polars_read']} Polars read\n          {phases}",
+            flush=True,
+        )
+    (BENCH / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"figures written to {BENCH / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()
