@@ -12,6 +12,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import secrets
 import sys
 import textwrap
 import traceback
@@ -86,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
         "default) or plain (every line as it is; same findings, slower; for checking)",
     )
     run.add_argument(
+        "--previous",
+        type=Path,
+        metavar="DIR",
+        help="an earlier run's output folder: mark each finding new or persisting and "
+        "list the ones resolved since",
+    )
+    run.add_argument(
         "--timings",
         type=Path,
         metavar="FILE",
@@ -126,7 +134,9 @@ def command_run(args: argparse.Namespace) -> int:
         month=args.month,
         show_names=args.show_names,
         engine_mode=args.engine,
+        previous=args.previous,
     )
+    run_id = f"{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
     result = run_validation(options)
     for file in result.file_problems:
         _say(f"arrs-validate: {file.path}: {file.problem}", err=True)
@@ -137,10 +147,10 @@ def command_run(args: argparse.Namespace) -> int:
     else:
         exit_code = EXIT_CLEAN
     with result.timings("report"):
-        pages = render_pages(result, started)
+        pages = render_pages(result, started, run_id)
     try:
         with result.timings("outputs"):
-            write_outputs(result, args.out, started, exit_code, pages)
+            write_outputs(result, args.out, started, exit_code, pages, run_id)
     except OSError as error:
         _say(
             f"arrs-validate: cannot write the output folder {args.out}: "

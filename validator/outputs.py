@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import datetime as dt
+import io
 import json
 import os
 import platform
@@ -19,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 import polars as pl
+from xlsxwriter import Workbook
 
 from validator import __version__
 from validator.pipeline import FINDING_COLUMNS, RunResult
@@ -71,7 +73,9 @@ def _csv_text(frame: pl.DataFrame, columns: list[str], money: tuple[str, ...]) -
 
 
 def exceptions_csv(result: RunResult) -> str:
-    return _csv_text(result.findings, FINDING_COLUMNS, _MONEY_FINDING)
+    """SPEC section 7's columns; with --previous, `fingerprint` and `change` after them."""
+    columns = FINDING_COLUMNS + (["fingerprint", "change"] if result.resolved is not None else [])
+    return _csv_text(result.findings, columns, _MONEY_FINDING)
 
 
 def summary_csv(result: RunResult) -> str:
@@ -173,16 +177,109 @@ def publish(files: dict[str, bytes | str], out: Path) -> None:
 
 
 def write_outputs(
-    result: RunResult, out: Path, started: dt.datetime, exit_code: int, pages: dict[str, str]
+    result: RunResult,
+    out: Path,
+    started: dt.datetime,
+    exit_code: int,
+    pages: dict[str, str],
+    run_id: str,
 ) -> None:
     finished = dt.datetime.now(dt.UTC)
+    document = manifest(result, started, finished, exit_code)
+    document["run_id"] = run_id
     files: dict[str, bytes | str] = {
         "exceptions.csv": exceptions_csv(result),
         "summary.csv": summary_csv(result),
-        "manifest.json": json.dumps(
-            manifest(result, started, finished, exit_code), indent=2, sort_keys=False
-        )
-        + "\n",
+        "exceptions.json": exceptions_json(result, run_id),
+        "exceptions.xlsx": exceptions_xlsx(result),
+        "manifest.json": json.dumps(document, indent=2) + "\n",
         **pages,
     }
     publish(files, out)
+
+
+JSON_FORMAT = "arrs-validate exceptions"
+JSON_FORMAT_VERSION = "1.0"
+
+
+def _money_cells(frame: pl.DataFrame, money: tuple[str, ...]) -> pl.DataFrame:
+    return frame.with_columns(money_text(pl.col(name)).alias(name) for name in money)
+
+
+def exceptions_json(result: RunResult, run_id: str) -> str:
+    """exceptions.json: findings, summary and (with --previous) resolved findings, in the
+    documented, versioned format of schemas/exceptions.schema.json. Money is a string of
+    pounds with two decimals, exact."""
+    finding_columns = [*FINDING_COLUMNS, "fingerprint"]
+    if result.resolved is not None:
+        finding_columns.append("change")
+    resolved = None
+    if result.resolved is not None:
+        resolved = result.resolved.select(
+            "fingerprint",
+            "rule_id",
+            "severity",
+            "status",
+            "pcn_code",
+            "staff_id",
+            "role",
+            "claim_month",
+            "source_file",
+            "source_line",
+            "amount_at_risk",
+            "message",
+        ).to_dicts()
+    document = {
+        "format": JSON_FORMAT,
+        "format_version": JSON_FORMAT_VERSION,
+        "tool_version": __version__,
+        "run_id": run_id,
+        "review_month": result.review_month.strftime("%Y-%m") if result.review_month else None,
+        "rule_catalogue_sha256": result.catalogue.digest,
+        "findings": _money_cells(
+            result.findings.select(finding_columns), _MONEY_FINDING
+        ).to_dicts(),
+        "summary": _money_cells(result.summary, _MONEY_SUMMARY).to_dicts(),
+        "resolved": resolved,
+    }
+    return json.dumps(document, indent=1, ensure_ascii=False) + "\n"
+
+
+def exceptions_xlsx(result: RunResult) -> bytes:
+    """exceptions.xlsx for auditors: findings, summary and rules sheets, money as numbers
+    in £ format, headers frozen and filterable."""
+
+    def pounds(frame: pl.DataFrame, money: tuple[str, ...]) -> pl.DataFrame:
+        return frame.with_columns((pl.col(name) / 100).alias(name) for name in money)
+
+    money_format = "£#,##0.00"
+    buffer = io.BytesIO()
+    with Workbook(buffer, {"in_memory": True}) as workbook:
+        pounds(result.findings.select(FINDING_COLUMNS), _MONEY_FINDING).write_excel(
+            workbook,
+            "findings",
+            freeze_panes="A2",
+            autofit=True,
+            column_formats=dict.fromkeys(_MONEY_FINDING, money_format),
+        )
+        pounds(result.summary, _MONEY_SUMMARY).write_excel(
+            workbook,
+            "summary",
+            freeze_panes="A2",
+            autofit=True,
+            column_formats=dict.fromkeys(_MONEY_SUMMARY, money_format),
+        )
+        pl.DataFrame(
+            [
+                {
+                    "rule_id": rule.id,
+                    "severity": rule.severity,
+                    "title": rule.title,
+                    "clause": rule.clause,
+                    "rationale": " ".join(rule.rationale.split()),
+                    "retired": rule.retired,
+                }
+                for rule in result.catalogue.rules
+            ]
+        ).write_excel(workbook, "rules", freeze_panes="A2", autofit=True)
+    return buffer.getvalue()

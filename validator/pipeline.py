@@ -16,7 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
-from validator import derive, findings
+from validator import derive, findings, history
 from validator import values as v
 from validator.catalogue import Catalogue, Rule, load_catalogue
 from validator.engine import RulesEngine
@@ -54,6 +54,7 @@ class RunOptions:
     month: str | None = None
     show_names: bool = False
     engine_mode: str = "fast"
+    previous: Path | None = None
 
 
 @dataclass
@@ -74,6 +75,8 @@ class RunResult:
     records_evaluated: int = 0
     register_rows: int = 0
     timings: PhaseTimer = field(default_factory=PhaseTimer)
+    resolved: pl.DataFrame | None = None
+    pcn_records: dict[str, pl.DataFrame] = field(default_factory=dict)
 
     @property
     def file_problems(self) -> list[ClaimFile]:
@@ -139,6 +142,7 @@ class _Run:
             options.agreements, {rule.id for rule in self.catalogue.rules}
         )
         self.review = parse_review_month(options.month)
+        self.previous = history.read_previous(options.previous) if options.previous else None
         self.waivers = self.agreements.filter(pl.col("extended_deadline").is_null())
         self.used_agreements: set[str] = set()
         self.found: list[pl.DataFrame] = []
@@ -212,6 +216,10 @@ class _Run:
             all_findings, summary = self._findings(
                 schema_found, line_found, pcn_found, lines, eligible, raw, failures, review
             )
+            all_findings = history.with_fingerprints(all_findings)
+            resolved = None
+            if self.previous is not None:
+                all_findings, resolved = history.compare(all_findings, self.previous)
         unmatched = self.agreements.filter(
             ~pl.col("agreement_id").is_in(sorted(self.used_agreements))
         )
@@ -232,6 +240,8 @@ class _Run:
             records_evaluated=records_evaluated,
             register_rows=self.register.height,
             timings=timer,
+            resolved=resolved,
+            pcn_records=self.pcn_records,
         )
 
     def _findings(

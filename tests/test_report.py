@@ -1,0 +1,273 @@
+"""The HTML report and auditor exports, checked as files and in a real headless Chromium.
+
+Browser tests drive Debian's chromium through Playwright (`executable_path`), with the
+network unreachable by construction: pages are opened from disk and every request that is
+not `file:` is recorded as a failure. Screenshots go to test-output/screenshots/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import PROJECT, claims, register, run_cli
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SCREENSHOTS = PROJECT / "test-output" / "screenshots"
+GOLDEN = PROJECT / "tests" / "golden"
+needs_browser = pytest.mark.skipif(
+    not Path(CHROMIUM).exists() and not os.environ.get("CI"),
+    reason="Debian's chromium is not installed (apt-get install chromium; CI installs it)",
+)
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report") / "out"
+    completed = run_cli(
+        "run",
+        "sample_claims/claims",
+        "--pcns",
+        "sample_claims/pcns.csv",
+        "--agreements",
+        "sample_claims/agreements.csv",
+        "--month",
+        "2021-12",
+        "--out",
+        str(out),
+    )
+    assert completed.returncode == 1, completed.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.problems = []
+    page.on("console", lambda m: m.type == "error" and page.problems.append(m.text))
+    page.on("pageerror", lambda error: page.problems.append(str(error)))
+    page.on(
+        "dialog",
+        lambda dialog: (page.problems.append("dialog: " + dialog.message), dialog.dismiss()),
+    )
+    page.on("request", lambda r: r.url.startswith("file:") or page.problems.append(r.url))
+    yield page
+    context.close()
+
+
+def all_pages(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.html"))
+
+
+def test_every_page_is_self_contained(sample):
+    pages = all_pages(sample)
+    assert len(pages) == 2 + 7  # index, rules and one page per PCN
+    for path in pages:
+        html = path.read_text(encoding="utf-8")
+        assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:|//|javascript:)""", html), path
+        assert "<link" not in html and "@import" not in html and "url(" not in html
+
+
+@needs_browser
+def test_index_loads_offline_without_errors_and_search_filters(sample, page):
+    page.goto((sample / "index.html").as_uri())
+    assert page.title().startswith("ARRS claims exception report")
+    rows = page.locator("#pcn-table tbody tr")
+    assert rows.count() == 7
+    page.fill("#pcn-search", "meadow")
+    assert page.locator("#pcn-table tbody tr:visible").count() == 1
+    assert "U71004" in page.locator("#pcn-table tbody tr:visible").inner_text()
+    assert page.locator("#pcn-count").inner_text() == "1 shown"
+    page.fill("#pcn-search", "")
+    assert page.locator("#pcn-table tbody tr:visible").count() == 7
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "index.png"), full_page=True)
+    assert page.problems == []
+
+
+@needs_browser
+def test_sorting_by_a_money_column(sample, page):
+    page.goto((sample / "index.html").as_uri())
+    page.click("#pcn-table thead th:nth-child(6) button")  # At risk, ascending
+    page.click("#pcn-table thead th:nth-child(6) button")  # descending
+    first = page.locator("#pcn-table tbody tr").first.locator("th").inner_text()
+    assert first == "U71004"  # the PCN over its ARRS sum has the most at risk
+    assert page.problems == []
+
+
+@needs_browser
+def test_a_pcn_is_two_clicks_away_and_prints_without_navigation(sample, page):
+    page.goto((sample / "index.html").as_uri())
+    page.click("text=U71006")
+    assert page.url.endswith("/pcn/U71006.html")
+    assert page.locator("h1").inner_text() == "U71006 Harbour PCN"
+    assert page.locator("#waived + .table-wrap tbody tr").count() == 2
+    assert "AG-2021-001" in page.locator("#waived + .table-wrap").inner_text()
+    page.click("h3#TRN-01 a")
+    assert page.url.endswith("/rules.html#TRN-01")
+    page.go_back()
+    page.emulate_media(media="print")
+    assert not page.locator("nav").is_visible()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.emulate_media(media="screen")
+    page.screenshot(path=str(SCREENSHOTS / "pcn-U71006.png"), full_page=True)
+    assert page.problems == []
+
+
+@needs_browser
+def test_hostile_staff_name_shows_as_text(tmp_path, page):
+    hostile = "<script>alert(1)</script>"
+    claim_file = claims(
+        tmp_path / "claims.csv",
+        {"staff_name": hostile, "wte": "2"},
+        {"staff_id": "S2", "staff_name": hostile, "amount_claimed": "5000.00"},
+    )
+    completed = run_cli(
+        "run",
+        str(claim_file),
+        "--pcns",
+        str(register(tmp_path / "p.csv")),
+        "--out",
+        str(tmp_path / "out"),
+        "--show-names",
+    )
+    assert completed.returncode == 1
+    page.goto((tmp_path / "out" / "pcn" / "U10001.html").as_uri())
+    cells = page.locator("td", has_text=hostile)
+    assert cells.count() >= 1
+    assert page.problems == []  # no alert dialog, no script error
+
+
+def _skeleton(html: str) -> str:
+    """The tag structure of a page, one tag per line with its id and class: what the golden
+    file pins down, without the figures, times and wording that change between runs."""
+
+    class Skeleton(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lines: list[str] = []
+            self.depth = 0
+
+        def handle_starttag(self, tag, attrs):
+            keep = {k: v for k, v in attrs if k in ("id", "class", "scope", "data-sortable")}
+            detail = " ".join(f'{k}="{v}"' for k, v in sorted(keep.items()) if v is not None)
+            self.lines.append("  " * self.depth + f"<{tag}{' ' + detail if detail else ''}>")
+            if tag not in ("meta", "br", "input", "rect", "line", "text", "img"):
+                self.depth += 1
+
+        def handle_endtag(self, tag):
+            if tag not in ("meta", "br", "input", "rect", "line", "text", "img"):
+                self.depth = max(0, self.depth - 1)
+
+    parser = Skeleton()
+    parser.feed(html)
+    lines, collapsed = parser.lines, []
+    for line in lines:  # repeated table rows and chart bars collapse to one
+        if not collapsed or collapsed[-1] != line:
+            collapsed.append(line)
+    return "\n".join(collapsed) + "\n"
+
+
+@pytest.mark.parametrize("page_name", ["index.html", "rules.html", "pcn/U71006.html"])
+def test_golden_html_structure(sample, page_name, update_golden):
+    """Rewrite with: .venv/bin/pytest tests/test_report.py -k golden --update-golden"""
+    golden = GOLDEN / (page_name.replace("/", "-") + ".skeleton")
+    actual = _skeleton((sample / page_name).read_text(encoding="utf-8"))
+    if update_golden:
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(actual)
+    assert golden.exists(), "run: .venv/bin/pytest tests/test_report.py -k golden --update-golden"
+    assert actual == golden.read_text(), (
+        "HTML structure changed; if intended, run: "
+        ".venv/bin/pytest tests/test_report.py -k golden --update-golden"
+    )
+
+
+def test_xlsx_has_findings_summary_and_rules_with_money_as_numbers(sample):
+    from zipfile import ZipFile
+
+    with ZipFile(sample / "exceptions.xlsx") as book:
+        workbook = book.read("xl/workbook.xml").decode()
+        sheet1 = book.read("xl/worksheets/sheet1.xml").decode()
+    for sheet in ("findings", "summary", "rules"):
+        assert f'name="{sheet}"' in workbook
+    assert '<pane ySplit="1"' in sheet1  # frozen header row
+    assert "<v>46.2</v>" in sheet1  # CAP-01's £46.20 at risk, stored as a number
+
+
+def test_json_export_follows_its_documented_schema(sample):
+    document = json.loads((sample / "exceptions.json").read_text())
+    schema = json.loads((PROJECT / "schemas" / "exceptions.schema.json").read_text())
+    assert set(schema["required"]) <= set(document)
+    assert document["format_version"] == schema["properties"]["format_version"]["const"]
+    finding_keys = schema["properties"]["findings"]["items"]["required"]
+    assert len(document["findings"]) == 37
+    for finding in document["findings"]:
+        assert set(finding_keys) <= set(finding)
+        assert re.fullmatch(r"[0-9a-f]{16}", finding["fingerprint"])
+    summary_keys = schema["properties"]["summary"]["items"]["required"]
+    assert all(set(summary_keys) <= set(row) for row in document["summary"])
+    assert document["resolved"] is None
+
+
+def test_previous_run_marks_new_persisting_and_resolved(tmp_path):
+    pcns = register(tmp_path / "pcns.csv")
+    may = claims(
+        tmp_path / "may" / "claims.csv",
+        {"claim_month": "2021-05", "amount_claimed": "5000.00"},
+        {"claim_month": "2021-05", "staff_id": "S2", "training_status": "not_started"},
+    )
+    first = run_cli("run", str(may), "--pcns", str(pcns), "--out", str(tmp_path / "run1"))
+    assert first.returncode == 1
+    june = claims(
+        tmp_path / "june" / "claims.csv",
+        {"claim_month": "2021-05", "amount_claimed": "5000.00"},  # still there
+        {"claim_month": "2021-05", "staff_id": "S2"},  # training fixed
+        {"claim_month": "2021-06", "staff_id": "S3", "additional_to_baseline": "N"},
+    )
+    second = run_cli(
+        "run",
+        str(june),
+        "--pcns",
+        str(pcns),
+        "--out",
+        str(tmp_path / "run2"),
+        "--previous",
+        str(tmp_path / "run1"),
+    )
+    assert second.returncode == 1, second.stderr
+    lines = (tmp_path / "run2" / "exceptions.csv").read_text().splitlines()
+    assert lines[0].endswith(",message,fingerprint,change")
+    document = json.loads((tmp_path / "run2" / "exceptions.json").read_text())
+    changes = sorted((f["rule_id"], f["change"]) for f in document["findings"])
+    assert changes == [("CAP-01", "persisting"), ("CST-01", "persisting"), ("ELG-03", "new")]
+    assert [(f["rule_id"], f["staff_id"]) for f in document["resolved"]] == [("TRN-01", "S2")]
+    page = (tmp_path / "run2" / "pcn" / "U10001.html").read_text()
+    assert "Resolved since the previous run (1)" in page

@@ -1,0 +1,107 @@
+"""Month over month: a stable fingerprint per finding, and what changed since a previous run.
+
+A finding's fingerprint is a hash of what it is about — rule, PCN, staff, role and claim
+month — not of its wording or line number, so the same problem found again next month (in a
+resubmitted file, on another line) is recognised as `persisting`. Given the previous run's
+output folder, every finding is `new` or `persisting`, and the previous findings no longer
+found are `resolved`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from pathlib import Path
+
+import polars as pl
+
+from validator.errors import ConfigError
+
+FINGERPRINT_KEYS = ("rule_id", "pcn_code", "staff_id", "role", "claim_month")
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+
+
+def with_fingerprints(findings: pl.DataFrame) -> pl.DataFrame:
+    keys = findings.select(
+        pl.concat_str([pl.col(name).fill_null("") for name in FINGERPRINT_KEYS], separator="|")
+    ).to_series()
+    return findings.with_columns(
+        pl.Series("fingerprint", [_digest(key) for key in keys], dtype=pl.String)
+    )
+
+
+def read_previous(folder: Path) -> pl.DataFrame:
+    """The findings of an earlier run (its exceptions.csv), with their fingerprints."""
+    path = folder / "exceptions.csv"
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as error:
+        raise ConfigError(
+            f"--previous {folder}: cannot read {path.name} ({error.strerror or error}); "
+            "give the output folder of an earlier run"
+        ) from None
+    if rows and not set(FINGERPRINT_KEYS) <= set(rows[0]):
+        raise ConfigError(f"--previous {folder}: {path.name} is not an arrs-validate output")
+
+    def unsafe(text: str) -> str:  # undo the formula-safety prefix of the CSV
+        return text[1:] if text[:2] in {"'=", "'+", "'-", "'@", "'\t", "'\r"} else text
+
+    frame = pl.DataFrame(
+        {
+            name: [unsafe(row.get(name, "")) for row in rows]
+            for name in (
+                *FINGERPRINT_KEYS,
+                "severity",
+                "status",
+                "source_file",
+                "source_line",
+                "amount_at_risk",
+                "message",
+            )
+        },
+        schema=dict.fromkeys(
+            (
+                *FINGERPRINT_KEYS,
+                "severity",
+                "status",
+                "source_file",
+                "source_line",
+                "amount_at_risk",
+                "message",
+            ),
+            pl.String,
+        ),
+    )
+    return with_fingerprints(frame)
+
+
+def compare(findings: pl.DataFrame, previous: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """`change` (new or persisting) for each finding, and the previous findings resolved.
+
+    Fingerprints are matched as multisets: two findings with one fingerprint now and one
+    before are one persisting and one new.
+    """
+    ranked = findings.with_columns(pl.int_range(pl.len()).over("fingerprint").alias("_occurrence"))
+    before = previous.group_by("fingerprint").agg(pl.len().alias("_before"))
+    marked = (
+        ranked.join(before, on="fingerprint", how="left", maintain_order="left")
+        .with_columns(
+            pl.when(pl.col("_occurrence") < pl.col("_before").fill_null(0))
+            .then(pl.lit("persisting"))
+            .otherwise(pl.lit("new"))
+            .alias("change")
+        )
+        .drop("_occurrence", "_before")
+    )
+    now = findings.group_by("fingerprint").agg(pl.len().alias("_now"))
+    resolved = (
+        previous.with_columns(pl.int_range(pl.len()).over("fingerprint").alias("_occurrence"))
+        .join(now, on="fingerprint", how="left", maintain_order="left")
+        .filter(pl.col("_occurrence") >= pl.col("_now").fill_null(0))
+        .drop("_occurrence", "_now")
+    )
+    return marked, resolved
