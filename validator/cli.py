@@ -16,6 +16,7 @@ import secrets
 import sys
 import textwrap
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from validator import __version__
@@ -24,6 +25,18 @@ from validator.errors import ConfigError, EngineError
 from validator.outputs import write_outputs
 from validator.pipeline import RunOptions, run_validation
 from validator.report import render_pages
+from validator.runlog import RunLog
+from validator.unattended import (
+    LockHeld,
+    OutputLock,
+    RunConfig,
+    Stopped,
+    latest_previous,
+    load_config,
+    month_for_policy,
+    out_folder,
+    stop_on_signals,
+)
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -49,11 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
         "summary.csv, manifest.json and the HTML report to --out.",
     )
     run.add_argument(
-        "claims", nargs="+", metavar="CLAIMS", help="claim CSV files, or folders of *.csv files"
+        "claims", nargs="*", metavar="CLAIMS", help="claim CSV files, or folders of *.csv files"
     )
     run.add_argument(
         "--pcns",
-        required=True,
         type=Path,
         metavar="FILE",
         help="the PCN register: one row per PCN per financial year",
@@ -76,9 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="YYYY-MM",
         help="the review month (default: the latest claim month in the input)",
     )
-    run.add_argument(
-        "--out", required=True, type=Path, metavar="DIR", help="output folder, replaced atomically"
-    )
+    run.add_argument("--out", type=Path, metavar="DIR", help="output folder, replaced atomically")
     run.add_argument(
         "--engine",
         choices=["fast", "plain"],
@@ -99,6 +109,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="also write the seconds each phase took (read, schema, derive, rules, findings, "
         "report, outputs) to FILE as JSON",
+    )
+    run.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="a TOML file with the run's settings (see the README); options given on the "
+        "command line win",
+    )
+    run.add_argument(
+        "--wait",
+        type=float,
+        metavar="SECONDS",
+        help="if another run holds the output folder's lock, wait this long for it (default 0)",
+    )
+    run.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="progress and log lines on stderr: text (a progress bar on a terminal, plain "
+        "lines otherwise) or json (one object per line, for log collectors)",
     )
     run.add_argument(
         "--show-names",
@@ -124,42 +153,102 @@ def _say(text: str = "", *, err: bool = False) -> None:
     print(text, file=sys.stderr if err else sys.stdout)
 
 
+def _run_settings(args: argparse.Namespace) -> tuple[RunConfig, str | None]:
+    """The run's settings: the config file's, overridden by what the command line gives."""
+    config = load_config(args.config) if args.config else RunConfig()
+    if args.claims:
+        config.claims = list(args.claims)
+    for name in ("pcns", "agreements", "reference", "out", "previous"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(config, name, str(value))
+    if args.month is not None:
+        config.month = args.month
+    if args.show_names:
+        config.show_names = True
+    if args.log_format is not None:
+        config.log_format = args.log_format
+    if args.wait is not None:
+        config.wait = args.wait
+    missing = [
+        flag
+        for flag, value in (
+            ("CLAIMS", config.claims),
+            ("--pcns", config.pcns),
+            ("--out", config.out),
+        )
+        if not value
+    ]
+    if missing:
+        raise ConfigError(
+            f"run needs {', '.join(missing)}: give them on the command line or in --config"
+        )
+    return config, month_for_policy(config.month)
+
+
 def command_run(args: argparse.Namespace) -> int:
     started = dt.datetime.now(dt.UTC)
-    options = RunOptions(
-        claims=args.claims,
-        pcns=args.pcns,
-        agreements=args.agreements,
-        reference=args.reference,
-        month=args.month,
-        show_names=args.show_names,
-        engine_mode=args.engine,
-        previous=args.previous,
-    )
     run_id = f"{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-    result = run_validation(options)
-    for file in result.file_problems:
-        _say(f"arrs-validate: {file.path}: {file.problem}", err=True)
-    if result.file_problems:
-        exit_code = EXIT_INPUT
-    elif result.open_findings:
-        exit_code = EXIT_FINDINGS
-    else:
-        exit_code = EXIT_CLEAN
-    with result.timings("report"):
-        pages = render_pages(result, started, run_id)
+    config, month = _run_settings(args)
+    log = RunLog(config.log_format, run_id)
+    pattern = config.out
+    out = out_folder(pattern, month)
+    # With {review_month} left to the input, lock the folder that will hold the months.
+    lock = OutputLock(out if out is not None else Path(pattern).parent / ".arrs-validate-runs")
+    previous: Path | Callable[[str], Path | None] | None = None
+    if config.previous == "auto":
+        previous = lambda review_month: latest_previous(pattern, review_month)  # noqa: E731
+    elif config.previous:
+        previous = Path(config.previous)
+    options = RunOptions(
+        claims=config.claims,
+        pcns=Path(config.pcns),
+        agreements=Path(config.agreements) if config.agreements else None,
+        reference=Path(config.reference) if config.reference else None,
+        month=month,
+        show_names=config.show_names,
+        engine_mode=args.engine,
+        previous=previous,
+        progress=log.progress,
+    )
+    lock.acquire(config.wait)
     try:
-        with result.timings("outputs"):
-            write_outputs(result, args.out, started, exit_code, pages, run_id)
-    except OSError as error:
-        _say(
-            f"arrs-validate: cannot write the output folder {args.out}: "
-            f"{error.strerror or error}; choose a writable --out with free space",
-            err=True,
-        )
-        return EXIT_INPUT
+        if lock.stale_holder:
+            log.event("stale_lock_cleared", holder=lock.stale_holder, lock=str(lock.path))
+        log.event("start", claims=config.claims, pcns=config.pcns, out=pattern, month=month)
+        result = run_validation(options)
+        review = f"{result.review_month:%Y-%m}" if result.review_month else None
+        if out is None:
+            out = out_folder(pattern, review or f"{dt.date.today():%Y-%m}")
+        for file in result.file_problems:
+            _say(f"arrs-validate: {file.path}: {file.problem}", err=True)
+        if result.file_problems:
+            exit_code = EXIT_INPUT
+        elif result.open_findings:
+            exit_code = EXIT_FINDINGS
+        else:
+            exit_code = EXIT_CLEAN
+        log.progress("phase", {"name": "report"})
+        with result.timings("report"):
+            pages = render_pages(result, started, run_id)
+        log.progress("phase", {"name": "outputs"})
+        try:
+            with result.timings("outputs"):
+                write_outputs(result, out, started, exit_code, pages, run_id)
+        except OSError as error:
+            _say(
+                f"arrs-validate: cannot write the output folder {out}: "
+                f"{error.strerror or error}; choose a writable --out with free space "
+                "(nothing was changed there)",
+                err=True,
+            )
+            log.event("finish", exit_code=EXIT_INPUT, error=str(error))
+            return EXIT_INPUT
+    finally:
+        lock.release()
+        log.close()
     counts = result.findings.group_by("severity", "status").len().sort("severity", "status")
-    _say(f"review month {result.review_month:%Y-%m}" if result.review_month else "no claim lines")
+    _say(f"review month {review}" if review else "no claim lines")
     _say(
         f"rows read {result.rows_read} = rejected by schema {result.rows_rejected_by_schema} "
         f"+ checked {result.rows_checked}"
@@ -168,7 +257,20 @@ def command_run(args: argparse.Namespace) -> int:
         _say(f"  {count:6d} {status} {severity}")
     for agreement in result.unmatched_agreements["agreement_id"].to_list():
         _say(f"agreement {agreement} matched no claim line or finding", err=True)
-    _say(f"outputs written to {args.out}/ (exit code {exit_code})")
+    _say(f"outputs written to {out}/ (exit code {exit_code})")
+    log.event(
+        "finish",
+        exit_code=exit_code,
+        out=str(out),
+        review_month=review,
+        rows_read=result.rows_read,
+        rows_rejected_by_schema=result.rows_rejected_by_schema,
+        rows_checked=result.rows_checked,
+        findings=result.findings.height,
+        open_findings=result.open_findings,
+        previous=str(result.previous_folder) if result.previous_folder else None,
+        seconds=result.timings.rounded(),
+    )
     if args.timings:
         args.timings.write_text(json.dumps(result.timings.rounded(), indent=2) + "\n")
     return exit_code
@@ -232,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "run":
+            stop_on_signals()
             return command_run(args)
         catalogue = load_catalogue()
         if args.command == "rules":
@@ -252,8 +355,15 @@ def main(argv: list[str] | None = None) -> int:
     except EngineError as error:
         _say(f"arrs-validate: internal error in the rules engine: {error}", err=True)
         return EXIT_INTERNAL
-    except KeyboardInterrupt:
-        _say("arrs-validate: interrupted; no outputs were changed", err=True)
+    except LockHeld as error:
+        _say(f"arrs-validate: {error}", err=True)
+        return EXIT_INPUT
+    except (Stopped, KeyboardInterrupt) as error:
+        _say(
+            f"arrs-validate: stopped by {error or 'SIGINT'} before finishing; "
+            "the previous outputs were left as they were",
+            err=True,
+        )
         return EXIT_INTERNAL
     except Exception as error:  # the last line of defence: never a bare traceback
         if os.environ.get("ARRS_VALIDATE_DEBUG"):

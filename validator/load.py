@@ -13,6 +13,7 @@ import hashlib
 import io
 import os
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -277,14 +278,20 @@ def read_claim_file(path: str, first_row_no: int) -> tuple[ClaimFile, pl.DataFra
     return info, frame
 
 
-def read_claims(arguments: list[str]) -> tuple[list[ClaimFile], pl.DataFrame]:
-    """Every claim file named (directories expanded), as one frame of text rows."""
+def read_claims(
+    arguments: list[str], on_file: Callable[[ClaimFile, int, int], None] | None = None
+) -> tuple[list[ClaimFile], pl.DataFrame]:
+    """Every claim file named (directories expanded), as one frame of text rows.
+    `on_file(file, number, total)` is told after each file, for progress reports."""
     files: list[ClaimFile] = []
     frames: list[pl.DataFrame] = []
     next_row_no = 1
-    for path in expand_claim_paths(arguments):
+    paths = expand_claim_paths(arguments)
+    for number, path in enumerate(paths, start=1):
         info, frame = read_claim_file(path, next_row_no)
         files.append(info)
+        if on_file is not None:
+            on_file(info, number, len(paths))
         if frame is not None:
             frames.append(frame)
             next_row_no += frame.height

@@ -151,6 +151,12 @@ def publish(files: dict[str, bytes | str], out: Path) -> None:
     """Write `files` (relative path -> content) as the folder `out`, all at once."""
     out = out.absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
+    # Folders a killed run left behind (the caller holds the output folder's lock).
+    for leftover in [
+        *out.parent.glob(f".{out.name}.new-*"),
+        *out.parent.glob(f".{out.name}.old-*"),
+    ]:
+        shutil.rmtree(leftover, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
     try:
         for name, content in sorted(files.items()):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,7 +55,10 @@ class RunOptions:
     month: str | None = None
     show_names: bool = False
     engine_mode: str = "fast"
-    previous: Path | None = None
+    # An earlier run's output folder, or a function of the review month that finds one.
+    previous: Path | Callable[[str], Path | None] | None = None
+    # Told of progress: ("file", {...}) after each claim file, ("phase", {"name": ...}).
+    progress: Callable[[str, dict], None] | None = None
 
 
 @dataclass
@@ -76,6 +80,7 @@ class RunResult:
     register_rows: int = 0
     timings: PhaseTimer = field(default_factory=PhaseTimer)
     resolved: pl.DataFrame | None = None
+    previous_folder: Path | None = None
     pcn_records: dict[str, pl.DataFrame] = field(default_factory=dict)
 
     @property
@@ -142,7 +147,8 @@ class _Run:
             options.agreements, {rule.id for rule in self.catalogue.rules}
         )
         self.review = parse_review_month(options.month)
-        self.previous = history.read_previous(options.previous) if options.previous else None
+        self.previous: pl.DataFrame | None = None
+        self.previous_folder: Path | None = None
         self.waivers = self.agreements.filter(pl.col("extended_deadline").is_null())
         self.used_agreements: set[str] = set()
         self.found: list[pl.DataFrame] = []
@@ -179,16 +185,42 @@ class _Run:
         self.found.append(found)
         return found
 
+    def _tell(self, event: str, **data: object) -> None:
+        if self.options.progress is not None:
+            self.options.progress(event, data)
+
+    def _read_previous(self, review: dt.date) -> None:
+        previous = self.options.previous
+        if callable(previous):
+            previous = previous(f"{review:%Y-%m}")
+        if previous is not None:
+            self.previous_folder = previous
+            self.previous = history.read_previous(previous)
+
     def execute(self) -> RunResult:
         timer = self.timer
+        self._tell("phase", name="read")
         with timer("read"):
-            files, raw = read_claims(self.options.claims)
+            files, raw = read_claims(
+                self.options.claims,
+                lambda file, number, total: self._tell(
+                    "file",
+                    path=file.path,
+                    number=number,
+                    total=total,
+                    rows=file.rows_read,
+                    problem=file.problem,
+                ),
+            )
+        self._tell("phase", name="schema")
         with timer("schema"):
             failures, typed = check_claims(raw, self.reference.role_codes)
             rejected_rows = failures["row_no"].unique()
         if self.review is None and typed.height:
             self.review = typed["claim_month"].max()
         review = self.review or dt.date.today().replace(day=1)
+        self._read_previous(review)
+        self._tell("phase", name="rules")
 
         block = time.perf_counter()
         with RulesEngine(self.catalogue.active, self.options.engine_mode) as engine:
@@ -212,6 +244,7 @@ class _Run:
             records_evaluated = engine.records_evaluated
         timer.add("derive", time.perf_counter() - block - timer.seconds.get("rules", 0.0))
 
+        self._tell("phase", name="findings")
         with timer("findings"):
             all_findings, summary = self._findings(
                 schema_found, line_found, pcn_found, lines, eligible, raw, failures, review
@@ -242,6 +275,7 @@ class _Run:
             timings=timer,
             resolved=resolved,
             pcn_records=self.pcn_records,
+            previous_folder=self.previous_folder,
         )
 
     def _findings(
