@@ -211,7 +211,13 @@ def command_run(args: argparse.Namespace) -> int:
         previous=previous,
         progress=log.progress,
     )
-    lock.acquire(config.wait)
+    try:
+        lock.acquire(config.wait)
+    except OSError as error:
+        raise ConfigError(
+            f"--out {pattern}: cannot create the lock file {lock.path} "
+            f"({error.strerror or error}); choose a writable output folder"
+        ) from None
     try:
         if lock.stale_holder:
             log.event("stale_lock_cleared", holder=lock.stale_holder, lock=str(lock.path))

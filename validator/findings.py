@@ -146,8 +146,15 @@ def _month_of(number: int | None) -> dt.date | None:
     return dt.date(number // 100, number % 100, 1) if number else None
 
 
+def _shown(value: str, limit: int = 80) -> str:
+    """A value as read, cut short if it is long (a 1 MB cell must not make a 1 MB message)."""
+    if len(value) <= limit:
+        return value
+    return f"{value[:60]}… ({len(value):,} characters)"
+
+
 def _schema_problem(row: dict) -> str:
-    column, value = row["column"], row["value"] or ""
+    column, value = row["column"], _shown(row["value"] or "")
     if not column:
         return row["problem"]
     if value.strip():
@@ -163,7 +170,7 @@ _SCHEMA_FIELDS: dict[str, Callable[[dict], str]] = {
         + ")"
     ),
     "column": lambda row: row["column"] or "(whole row)",
-    "value": lambda row: row["value"] or "",
+    "value": lambda row: _shown(row["value"] or ""),
     "problem": _schema_problem,
 }
 

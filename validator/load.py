@@ -12,6 +12,7 @@ import csv
 import hashlib
 import io
 import os
+import stat
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,11 +60,8 @@ def expand_claim_paths(arguments: list[str]) -> list[str]:
     paths: list[str] = []
     for argument in arguments:
         if os.path.isdir(argument):
-            names = sorted(
-                name
-                for name in os.listdir(argument)
-                if name.lower().endswith(".csv") and not os.path.isdir(os.path.join(argument, name))
-            )
+            # Folders and other non-files named *.csv are kept, to be reported, not skipped.
+            names = sorted(name for name in os.listdir(argument) if name.lower().endswith(".csv"))
             if not names:
                 paths.append(os.path.join(argument, "*.csv"))
             paths.extend(os.path.join(argument, name) for name in names)
@@ -74,8 +72,10 @@ def expand_claim_paths(arguments: list[str]) -> list[str]:
 
 def decode(data: bytes) -> tuple[str, str]:
     """The file's text and the encoding used: UTF-8 (with or without BOM), else Windows-1252."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ValueError("it is UTF-16 text; save it as CSV UTF-8 (or CSV) and send it again")
     if b"\x00" in data:
-        raise ValueError("it contains NUL bytes, so it is not a CSV text file")
+        raise ValueError("it contains NUL bytes, so it is not a CSV text file; send the CSV export")
     if data.startswith(b"\xef\xbb\xbf"):
         return data[3:].decode("utf-8"), "utf-8-sig"
     try:
@@ -168,17 +168,22 @@ def _cells_with_polars(data: bytes, text: str) -> tuple[list[str], pl.DataFrame]
 
 def _cells_with_csv_module(text: str) -> tuple[list[str], pl.DataFrame]:
     """Exact path for any CSV the csv module reads (quoted newlines included); slower."""
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     header = next(reader, None) or []
     width = len(header)
     columns: list[list[str | None]] = [[] for _ in range(width)]
     fields, blank, lines = [], [], []
-    for row in reader:
-        lines.append(reader.line_num)
-        fields.append(max(len(row), 1))  # an empty line is one empty field, as in Polars
-        blank.append(_is_blank(row))
-        for index in range(width):
-            columns[index].append(row[index] if index < len(row) else "")
+    row_start = reader.line_num + 1
+    try:
+        for row in reader:
+            row_start = reader.line_num + 1
+            lines.append(reader.line_num)
+            fields.append(max(len(row), 1))  # an empty line is one empty field, as in Polars
+            blank.append(_is_blank(row))
+            for index in range(width):
+                columns[index].append(row[index] if index < len(row) else "")
+    except csv.Error as error:
+        raise csv.Error(f"from line {row_start}: {error}") from None
     cells = pl.DataFrame(
         {
             **{f"c{index}": values for index, values in enumerate(columns)},
@@ -200,6 +205,13 @@ def read_claim_file(path: str, first_row_no: int) -> tuple[ClaimFile, pl.DataFra
     """Read one file into text cells. Returns the file's description and its rows (or None)."""
     info = ClaimFile(path=path)
     try:
+        kind = os.stat(path).st_mode
+        if stat.S_ISDIR(kind):
+            info.problem = "is a folder, not a CSV file; move or rename it"
+            return info, None
+        if not stat.S_ISREG(kind):
+            info.problem = "is not a regular file (a pipe or device?); give a CSV file"
+            return info, None
         data = Path(path).read_bytes()
     except OSError as error:
         info.problem = f"cannot be read ({error.strerror or error}); check the path and permissions"
@@ -217,7 +229,10 @@ def read_claim_file(path: str, first_row_no: int) -> tuple[ClaimFile, pl.DataFra
         try:
             parsed = _cells_with_csv_module(text)
         except csv.Error as error:
-            info.problem = f'{error}; check the quoting (an unclosed " runs to the end)'
+            info.problem = (
+                f"cannot be parsed as CSV {error}; check the quoting there "
+                '(a " must close every quoted value, and "" stands for a quote)'
+            )
             return info, None
     header, cells = parsed
     del text, data, utf8
@@ -252,6 +267,11 @@ def read_claim_file(path: str, first_row_no: int) -> tuple[ClaimFile, pl.DataFra
         return info, None
     info.extra_columns = [name for name in names if name not in CLAIM_COLUMNS]
     info.rows_read = cells.height
+    if cells.height == 0:
+        info.problem = (
+            "has a header but no claim rows; if the PCN has nothing to claim, leave the file out"
+        )
+        return info, None
 
     width = len(header)
     frame = cells.select(
