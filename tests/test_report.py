@@ -142,6 +142,19 @@ def test_a_pcn_is_two_clicks_away_and_prints_without_navigation(sample, page):
 
 
 @needs_browser
+def test_readable_on_a_phone(sample, browser):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    page = context.new_page()
+    page.goto((sample / "pcn" / "U71004.html").as_uri())
+    body_width = page.evaluate("document.documentElement.scrollWidth")
+    assert body_width <= 390  # wide tables scroll inside their own box, the page does not
+    assert page.locator("h1").is_visible()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "pcn-U71004-phone.png"), full_page=True)
+    context.close()
+
+
+@needs_browser
 def test_hostile_staff_name_shows_as_text(tmp_path, page):
     hostile = "<script>alert(1)</script>"
     claim_file = claims(

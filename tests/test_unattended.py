@@ -94,14 +94,15 @@ def test_second_run_on_the_same_out_exits_2_naming_the_holder(tmp_path, big_batc
     assert first.returncode == 1
 
 
-def test_sigterm_stops_cleanly_and_leaves_the_previous_outputs(tmp_path, big_batch):
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_stops_cleanly_and_leaves_the_previous_outputs(tmp_path, big_batch, stop):
     out, before = previous_outputs(tmp_path)
     process = start_run(big_batch, out)
     wait_until_started(process, tmp_path / ".out.lock")
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(stop)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 3
-    assert "stopped by SIGTERM" in stderr and "Traceback" not in stderr
+    assert f"stopped by {stop.name}" in stderr and "Traceback" not in stderr
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
     assert not list(tmp_path.glob(".out.new-*"))
 
