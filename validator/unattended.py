@@ -23,8 +23,11 @@ class LockHeld(Exception):
     """Another run holds the output folder's lock."""
 
 
-class Stopped(Exception):
-    """The run was asked to stop (SIGTERM or SIGINT)."""
+class Stopped(BaseException):
+    """The run was asked to stop (SIGTERM or SIGINT).
+
+    A BaseException, like KeyboardInterrupt, so that no `except Exception` on the way (in a
+    library's callback handling, say) can swallow it and let the run carry on."""
 
     def __init__(self, signal_number: int) -> None:
         super().__init__(signal.Signals(signal_number).name)
