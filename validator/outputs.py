@@ -11,7 +11,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import datetime as dt
-import io
 import json
 import os
 import platform
@@ -20,9 +19,8 @@ import tempfile
 from pathlib import Path
 
 import polars as pl
-from xlsxwriter import Workbook
 
-from validator import __version__
+from validator import __version__, xlsx
 from validator.pipeline import FINDING_COLUMNS, RunResult
 from validator.reference import sha256_of
 
@@ -235,57 +233,54 @@ def exceptions_json(result: RunResult, run_id: str) -> str:
             "amount_at_risk",
             "message",
         ).to_dicts()
-    document = {
+    head = {
         "format": JSON_FORMAT,
         "format_version": JSON_FORMAT_VERSION,
         "tool_version": __version__,
         "run_id": run_id,
         "review_month": result.review_month.strftime("%Y-%m") if result.review_month else None,
         "rule_catalogue_sha256": result.catalogue.digest,
-        "findings": _money_cells(
-            result.findings.select(finding_columns), _MONEY_FINDING
-        ).to_dicts(),
-        "summary": _money_cells(result.summary, _MONEY_SUMMARY).to_dicts(),
-        "resolved": resolved,
     }
-    return json.dumps(document, indent=1, ensure_ascii=False) + "\n"
+    # The long arrays are serialised by Polars (row objects, in column order).
+    findings = _money_cells(result.findings.select(finding_columns), _MONEY_FINDING)
+    summary = _money_cells(result.summary, _MONEY_SUMMARY)
+    return (
+        json.dumps(head, ensure_ascii=False)[:-1]
+        + ', "findings": '
+        + findings.write_json()
+        + ', "summary": '
+        + summary.write_json()
+        + ', "resolved": '
+        + json.dumps(resolved, ensure_ascii=False)
+        + "}\n"
+    )
 
 
 def exceptions_xlsx(result: RunResult) -> bytes:
     """exceptions.xlsx for auditors: findings, summary and rules sheets, money as numbers
     in £ format, headers frozen and filterable."""
-
-    def pounds(frame: pl.DataFrame, money: tuple[str, ...]) -> pl.DataFrame:
-        return frame.with_columns((pl.col(name) / 100).alias(name) for name in money)
-
-    money_format = "£#,##0.00"
-    buffer = io.BytesIO()
-    with Workbook(buffer, {"in_memory": True}) as workbook:
-        pounds(result.findings.select(FINDING_COLUMNS), _MONEY_FINDING).write_excel(
-            workbook,
-            "findings",
-            freeze_panes="A2",
-            autofit=True,
-            column_formats=dict.fromkeys(_MONEY_FINDING, money_format),
-        )
-        pounds(result.summary, _MONEY_SUMMARY).write_excel(
-            workbook,
-            "summary",
-            freeze_panes="A2",
-            autofit=True,
-            column_formats=dict.fromkeys(_MONEY_SUMMARY, money_format),
-        )
-        pl.DataFrame(
-            [
-                {
-                    "rule_id": rule.id,
-                    "severity": rule.severity,
-                    "title": rule.title,
-                    "clause": rule.clause,
-                    "rationale": " ".join(rule.rationale.split()),
-                    "retired": rule.retired,
-                }
-                for rule in result.catalogue.rules
-            ]
-        ).write_excel(workbook, "rules", freeze_panes="A2", autofit=True)
-    return buffer.getvalue()
+    rules = pl.DataFrame(
+        [
+            {
+                "rule_id": rule.id,
+                "severity": rule.severity,
+                "title": rule.title,
+                "clause": rule.clause,
+                "rationale": " ".join(rule.rationale.split()),
+                "retired": "yes" if rule.retired else "",
+            }
+            for rule in result.catalogue.rules
+        ]
+    )
+    return xlsx.workbook(
+        [
+            (
+                "findings",
+                result.findings.select(FINDING_COLUMNS),
+                _MONEY_FINDING,
+                {"message": 90, "role": 28, "source_file": 30, "rule_id": 9, "severity": 9},
+            ),
+            ("summary", result.summary, _MONEY_SUMMARY, {"pcn_name": 30}),
+            ("rules", rules, (), {"title": 50, "clause": 80, "rationale": 100}),
+        ]
+    )

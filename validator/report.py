@@ -11,6 +11,7 @@ with the full list in exceptions.csv.
 from __future__ import annotations
 
 import datetime as dt
+from collections import namedtuple
 
 import jinja2
 import polars as pl
@@ -190,44 +191,51 @@ def render_pages(result: RunResult, started: dt.datetime, run_id: str) -> dict[s
     agreements = {row["agreement_id"]: row for row in result.agreements.to_dicts()}
     rules = {rule.id: rule for rule in result.catalogue.rules}
     ordered = result.findings.with_columns(
-        pl.col("severity").replace_strict(SEVERITY_ORDER, return_dtype=pl.Int64).alias("order")
+        pl.col("severity").replace_strict(SEVERITY_ORDER, return_dtype=pl.Int64).alias("order"),
+        *(
+            v.display_pounds_expr(pl.col(name)).alias(f"{name}_text")
+            for name in ("amount_claimed", "amount_allowed", "amount_at_risk")
+        ),
+        *([] if has_history else [pl.lit("").alias("change")]),
     ).sort("pcn_code", "order", "rule_id", "claim_month", "staff_id", "source_file", "source_line")
-    by_pcn = {key[0]: part for key, part in ordered.partition_by("pcn_code", as_dict=True).items()}
-    resolved_by_pcn = {}
+    # Rows as named tuples: Jinja reads their attributes directly (a dict's keys it must
+    # first fail to find as attributes), which matters at 35,000 rows.
+    Finding = namedtuple("Finding", ordered.columns)
+    by_pcn: dict[str, list] = {}
+    for row in ordered.iter_rows():
+        finding = Finding(*row)
+        by_pcn.setdefault(finding.pcn_code, []).append(finding)
+    resolved_by_pcn: dict[str, list[dict]] = {}
     if has_history:
-        resolved_by_pcn = {
-            key[0]: part
-            for key, part in result.resolved.partition_by("pcn_code", as_dict=True).items()
-        }
-    empty = ordered.clear()
+        for row in result.resolved.iter_rows(named=True):
+            resolved_by_pcn.setdefault(row["pcn_code"], []).append(row)
     template = env.get_template("pcn.html.j2")
     for pcn in pcns:
-        found = by_pcn.get(pcn["pcn_code"], empty)
-        open_found = found.filter(pl.col("status") == "open")
-        shown = open_found.head(ON_SCREEN_FINDINGS).to_dicts()
+        found = by_pcn.get(pcn["pcn_code"], [])
+        open_found = [f for f in found if f.status == "open"]
+        shown = open_found[:ON_SCREEN_FINDINGS]
         groups: list[dict] = []
         for finding in shown:
-            if not groups or groups[-1]["rule_id"] != finding["rule_id"]:
+            if not groups or groups[-1]["rule_id"] != finding.rule_id:
                 groups.append(
                     {
-                        "rule_id": finding["rule_id"],
-                        "severity": finding["severity"],
-                        "rule": rules[finding["rule_id"]],
+                        "rule_id": finding.rule_id,
+                        "severity": finding.severity,
+                        "rule": rules[finding.rule_id],
                         "findings": [],
                     }
                 )
             groups[-1]["findings"].append(finding)
-        resolved = resolved_by_pcn.get(pcn["pcn_code"])
         pages[pcn_page_name(pcn["pcn_code"])] = template.render(
             **context,
             root="../",
             pcn=pcn,
             groups=groups,
-            open_total=open_found.height,
+            open_total=len(open_found),
             shown_total=len(shown),
-            waived=found.filter(pl.col("status") == "waived").head(ON_SCREEN_FINDINGS).to_dicts(),
+            waived=[f for f in found if f.status == "waived"][:ON_SCREEN_FINDINGS],
             agreements=agreements,
-            resolved=resolved.head(ON_SCREEN_FINDINGS).to_dicts() if resolved is not None else [],
+            resolved=resolved_by_pcn.get(pcn["pcn_code"], [])[:ON_SCREEN_FINDINGS],
             limit=ON_SCREEN_FINDINGS,
         )
     return pages

@@ -134,6 +134,20 @@ def display_pounds(pence: int | None) -> str:
     return f"{sign}£{pounds:,}.{rest:02d}"
 
 
+def display_pounds_expr(pence: pl.Expr) -> pl.Expr:
+    """display_pounds, vectorised: pence as `£1,234.56`, `—` for null."""
+    whole = pence.abs() // 100
+    groups = [(whole // 1000**level % 1000).cast(pl.String) for level in range(5)]
+    padded = [group.str.pad_start(3, "0") for group in groups]
+    text = groups[0]
+    for level in range(1, 5):  # 1,234 / 1,234,567 / ... up to trillions
+        grouped = pl.concat_str([groups[level], *reversed(padded[:level])], separator=",")
+        text = pl.when(whole >= 1000**level).then(grouped).otherwise(text)
+    sign = pl.when(pence < 0).then(pl.lit("-")).otherwise(pl.lit(""))
+    pennies = (pence.abs() % 100).cast(pl.String).str.pad_start(2, "0")
+    return pl.when(pence.is_null()).then(pl.lit("—")).otherwise(sign + "£" + text + "." + pennies)
+
+
 def display_wte(units: int) -> str:
     """WTE units as a short decimal: 0.8, 1, 0.533333."""
     whole, rest = divmod(units * 1_000_000 // WTE_UNITS, 1_000_000)

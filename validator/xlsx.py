@@ -1,0 +1,161 @@
+# ruff: noqa: E501  (the OOXML boilerplate below reads best unwrapped)
+"""A small, fast XLSX writer for the auditors' workbook: text, exact money and frozen,
+filterable headers, built as XML by Polars expressions rather than cell by cell.
+
+(xlsxwriter writes about 90,000 cells a second here, so a national run's half a million
+cells took over five seconds; this writes the same workbook in a fraction of that.)
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import polars as pl
+
+_CONTENT_TYPES = """<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">
+<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>
+<Default Extension="xml" ContentType="application/xml"/>
+<Override PartName="/xl/workbook.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>
+<Override PartName="/xl/styles.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.styles+xml"/>
+{sheets}
+</Types>"""
+_SHEET_TYPE = (
+    '<Override PartName="/xl/worksheets/sheet{n}.xml" ContentType="application/'
+    'vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/>'
+)
+_ROOT_RELS = """<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">
+<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="xl/workbook.xml"/>
+</Relationships>"""
+_WORKBOOK = """<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships">
+<sheets>{sheets}</sheets>
+<definedNames>{names}</definedNames>
+</workbook>"""
+_WORKBOOK_RELS = """<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">
+{sheets}
+<Relationship Id="rIdStyles" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/styles" Target="styles.xml"/>
+</Relationships>"""
+# Style 0: plain; 1: bold header; 2: money £#,##0.00.
+_STYLES = """<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<styleSheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">
+<numFmts count="1"><numFmt numFmtId="164" formatCode="&quot;£&quot;#,##0.00"/></numFmts>
+<fonts count="2"><font><sz val="11"/><name val="Calibri"/></font><font><b/><sz val="11"/><name val="Calibri"/></font></fonts>
+<fills count="2"><fill><patternFill patternType="none"/></fill><fill><patternFill patternType="gray125"/></fill></fills>
+<borders count="1"><border><left/><right/><top/><bottom/><diagonal/></border></borders>
+<cellStyleXfs count="1"><xf numFmtId="0" fontId="0" fillId="0" borderId="0"/></cellStyleXfs>
+<cellXfs count="3"><xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0"/><xf numFmtId="0" fontId="1" fillId="0" borderId="0" xfId="0" applyFont="1"/><xf numFmtId="164" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/></cellXfs>
+</styleSheet>"""
+
+
+def _column_letter(index: int) -> str:
+    letters = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        letters = chr(65 + rest) + letters
+    return letters
+
+
+def _xml_text(expr: pl.Expr) -> pl.Expr:
+    """Text safe inside XML: escaped, and without the control characters XML forbids."""
+    return (
+        expr.str.replace_all(r"[\x00-\x08\x0b\x0c\x0e-\x1f]", "")
+        .str.replace_all("&", "&amp;", literal=True)
+        .str.replace_all("<", "&lt;", literal=True)
+        .str.replace_all(">", "&gt;", literal=True)
+    )
+
+
+def _sheet(frame: pl.DataFrame, money: tuple[str, ...], widths: dict[str, int]) -> str:
+    columns = frame.columns
+    header = "".join(
+        f'<c r="{_column_letter(i)}1" t="inlineStr" s="1"><is><t>{name}</t></is></c>'
+        for i, name in enumerate(columns)
+    )
+    row_number = (pl.int_range(pl.len()) + 2).cast(pl.String)
+    cells = []
+    for i, name in enumerate(columns):
+        ref = pl.lit(_column_letter(i)) + row_number
+        column = pl.col(name)
+        if name in money:  # exact: the decimal text of the pence, read as a number
+            pence = column.cast(pl.Int64)
+            text = (
+                pl.when(pence < 0).then(pl.lit("-")).otherwise(pl.lit(""))
+                + (pence.abs() // 100).cast(pl.String)
+                + "."
+                + (pence.abs() % 100).cast(pl.String).str.pad_start(2, "0")
+            )
+            cell = pl.format('<c r="{}" s="2"><v>{}</v></c>', ref, text)
+        elif frame.schema[name].is_numeric():
+            cell = pl.format('<c r="{}"><v>{}</v></c>', ref, column.cast(pl.String))
+        else:
+            cell = pl.format(
+                '<c r="{}" t="inlineStr"><is><t xml:space="preserve">{}</t></is></c>',
+                ref,
+                _xml_text(column.cast(pl.String)),
+            )
+        cells.append(pl.when(column.is_null()).then(pl.lit("")).otherwise(cell))
+    rows = frame.select(
+        pl.format('<row r="{}">', row_number) + pl.concat_str(cells) + "</row>"
+    ).to_series()
+    last = f"{_column_letter(len(columns) - 1)}{frame.height + 1}"
+    cols = "".join(
+        f'<col min="{i + 1}" max="{i + 1}" width="{widths.get(name, 14)}" customWidth="1"/>'
+        for i, name in enumerate(columns)
+    )
+    return (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+        '<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
+        '<sheetViews><sheetView workbookViewId="0"><pane ySplit="1" topLeftCell="A2" '
+        'activePane="bottomLeft" state="frozen"/></sheetView></sheetViews>'
+        f"<cols>{cols}</cols><sheetData>"
+        f'<row r="1">{header}</row>' + "".join(rows.to_list()) + "</sheetData>"
+        f'<autoFilter ref="A1:{last}"/></worksheet>'
+    )
+
+
+def workbook(sheets: list[tuple[str, pl.DataFrame, tuple[str, ...], dict[str, int]]]) -> bytes:
+    """An .xlsx of (name, frame, money columns in pence, column widths) sheets."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as book:
+        book.writestr(
+            "[Content_Types].xml",
+            _CONTENT_TYPES.format(
+                sheets="".join(_SHEET_TYPE.format(n=n) for n in range(1, len(sheets) + 1))
+            ),
+        )
+        book.writestr("_rels/.rels", _ROOT_RELS)
+        book.writestr(
+            "xl/workbook.xml",
+            _WORKBOOK.format(
+                sheets="".join(
+                    f'<sheet name="{name}" sheetId="{n}" r:id="rId{n}"/>'
+                    for n, (name, *_) in enumerate(sheets, start=1)
+                ),
+                names="".join(
+                    f'<definedName name="_xlnm._FilterDatabase" localSheetId="{n}" hidden="1">'
+                    f"'{name}'!$A$1:${_column_letter(frame.width - 1)}${frame.height + 1}"
+                    "</definedName>"
+                    for n, (name, frame, *_) in enumerate(sheets)
+                ),
+            ),
+        )
+        book.writestr(
+            "xl/_rels/workbook.xml.rels",
+            _WORKBOOK_RELS.format(
+                sheets="".join(
+                    f'<Relationship Id="rId{n}" Type="http://schemas.openxmlformats.org/'
+                    f'officeDocument/2006/relationships/worksheet" '
+                    f'Target="worksheets/sheet{n}.xml"/>'
+                    for n in range(1, len(sheets) + 1)
+                )
+            ),
+        )
+        book.writestr("xl/styles.xml", _STYLES)
+        for n, (_, frame, money, widths) in enumerate(sheets, start=1):
+            book.writestr(f"xl/worksheets/sheet{n}.xml", _sheet(frame, money, widths))
+    return buffer.getvalue()
