@@ -129,3 +129,32 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [*CLI, *args], capture_output=True, text=True, cwd=cwd or PROJECT, timeout=300
     )
+
+
+def run_sample(out: Path) -> subprocess.CompletedProcess:
+    """The shipped sample batch, exactly as `make run` validates it."""
+    return run_cli(
+        "run",
+        "sample_claims/claims",
+        "--pcns",
+        "sample_claims/pcns.csv",
+        "--agreements",
+        "sample_claims/agreements.csv",
+        "--month",
+        "2021-12",
+        "--out",
+        str(out),
+    )
+
+
+def run_small(folder: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    """One clean claim line (written into `folder`) validated into `out`."""
+    return run_cli(
+        "run",
+        str(claims(folder / "c.csv", {})),
+        "--pcns",
+        str(register(folder / "p.csv")),
+        "--out",
+        str(out),
+        *extra,
+    )

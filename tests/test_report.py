@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import PROJECT, claims, register, run_cli
+from tests.helpers import PROJECT, claims, register, run_cli, run_sample
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = PROJECT / "test-output" / "screenshots"
@@ -30,18 +30,7 @@ needs_browser = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("report") / "out"
-    completed = run_cli(
-        "run",
-        "sample_claims/claims",
-        "--pcns",
-        "sample_claims/pcns.csv",
-        "--agreements",
-        "sample_claims/agreements.csv",
-        "--month",
-        "2021-12",
-        "--out",
-        str(out),
-    )
+    completed = run_sample(out)
     assert completed.returncode == 1, completed.stderr
     return out
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import claims, register, run_cli
+from tests.helpers import claims, register, run_cli, run_small
 from validator import cli
 
 
@@ -62,14 +62,7 @@ def test_full_disk_leaves_no_partial_outputs_and_the_previous_ones(tmp_path, mou
     if not try_mount(mount_point, "size=192k"):
         pytest.fail("cannot mount a small tmpfs here; run as root (CI does)")
     out = mount_point / "out"
-    first = run_cli(
-        "run",
-        str(claims(tmp_path / "small.csv", {})),
-        "--pcns",
-        str(register(tmp_path / "p.csv")),
-        "--out",
-        str(out),
-    )
+    first = run_small(tmp_path, out)
     assert first.returncode == 0, first.stderr
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     many = [{"staff_id": f"S{n:04d}", "amount_claimed": "5000.00"} for n in range(400)]

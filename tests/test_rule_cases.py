@@ -15,15 +15,21 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("rule", "case"), CASES)
-def test_rule_case(rule, case, tmp_path):
-    result = run_case(
-        tmp_path,
+def run_rule_case(folder, case: dict):
+    """A case of a rule file: its lines over a valid base line, its register rows and
+    agreements, its review month; validated by the real pipeline and engine."""
+    return run_case(
+        folder,
         lines=case.get("lines", [{}]),
         register_rows=case.get("register"),
         agreement_rows=case.get("agreements"),
         month=case.get("month"),
     )
+
+
+@pytest.mark.parametrize(("rule", "case"), CASES)
+def test_rule_case(rule, case, tmp_path):
+    result = run_rule_case(tmp_path, case)
     found = projection(result, rule.id)
     if "findings" in case:
         expected = sorted((line, rule.id, status) for line, status in case["findings"])
@@ -39,13 +45,7 @@ def test_rule_case(rule, case, tmp_path):
 @pytest.mark.parametrize(("rule", "case"), [c for c in CASES if c.values[1]["fires"]])
 def test_failing_case_message_is_complete(rule, case, tmp_path):
     """Every figure a message names was found: nothing blank, None or unknown in it."""
-    result = run_case(
-        tmp_path,
-        lines=case.get("lines", [{}]),
-        register_rows=case.get("register"),
-        agreement_rows=case.get("agreements"),
-        month=case.get("month"),
-    )
+    result = run_rule_case(tmp_path, case)
     messages = result.findings.filter(result.findings["rule_id"] == rule.id)["message"]
     assert messages.len()
     for message in messages:

@@ -11,25 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import PROJECT, run_cli
+from tests.helpers import PROJECT, run_sample
 from validator.catalogue import load_catalogue
 
 SAMPLE = PROJECT / "sample_claims"
-
-
-def run_sample(out: Path):
-    return run_cli(
-        "run",
-        "sample_claims/claims",
-        "--pcns",
-        "sample_claims/pcns.csv",
-        "--agreements",
-        "sample_claims/agreements.csv",
-        "--month",
-        "2021-12",
-        "--out",
-        str(out),
-    )
 
 
 def expected_from_readme() -> Counter:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import CLI, PROJECT, claims, register, run_cli
+from tests.helpers import CLI, PROJECT, claims, register, run_cli, run_small
 from validator.generate import generate
 from validator.unattended import OutputLock, month_for_policy
 
@@ -48,17 +48,7 @@ def start_run(batch: Path, out: Path) -> subprocess.Popen:
 
 def previous_outputs(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
     out = tmp_path / "out"
-    assert (
-        run_cli(
-            "run",
-            str(claims(tmp_path / "c.csv", {})),
-            "--pcns",
-            str(register(tmp_path / "p.csv")),
-            "--out",
-            str(out),
-        ).returncode
-        == 0
-    )
+    assert run_small(tmp_path, out).returncode == 0
     return out, {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
 
 
@@ -78,14 +68,7 @@ def test_second_run_on_the_same_out_exits_2_naming_the_holder(tmp_path, big_batc
     first = start_run(big_batch, out)
     try:
         wait_until_started(first, tmp_path / ".out.lock")
-        second = run_cli(
-            "run",
-            str(claims(tmp_path / "c.csv", {})),
-            "--pcns",
-            str(register(tmp_path / "p.csv")),
-            "--out",
-            str(out),
-        )
+        second = run_small(tmp_path, out)
         assert second.returncode == 2
         assert f"in use by process {first.pid}" in second.stderr
         assert "started 20" in second.stderr and "--wait" in second.stderr
@@ -116,14 +99,7 @@ def test_sigkill_leaves_the_previous_outputs_and_the_next_run_clears_the_lock(tm
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
     holder = json.loads((tmp_path / ".out.lock").read_text())
     assert holder["pid"] == process.pid  # the lock file still names the killed run
-    again = run_cli(
-        "run",
-        str(claims(tmp_path / "c.csv", {})),
-        "--pcns",
-        str(register(tmp_path / "p.csv")),
-        "--out",
-        str(out),
-    )
+    again = run_small(tmp_path, out)
     assert again.returncode == 0, again.stderr
     assert f"stale_lock_cleared holder={{'pid': {process.pid}" in again.stderr
     assert not list(tmp_path.glob(".out.new-*"))  # the killed run's staging folder is gone
@@ -199,14 +175,7 @@ def test_previous_calendar_month_policy():
 
 
 def test_plain_log_lines_when_not_a_terminal(tmp_path):
-    completed = run_cli(
-        "run",
-        str(claims(tmp_path / "c.csv", {})),
-        "--pcns",
-        str(register(tmp_path / "p.csv")),
-        "--out",
-        str(tmp_path / "out"),
-    )
+    completed = run_small(tmp_path, tmp_path / "out")
     assert "\x1b" not in completed.stderr and "\r" not in completed.stderr
     lines = completed.stderr.splitlines()
     assert any(" start " in line for line in lines)

@@ -18,6 +18,16 @@ import polars as pl
 from validator.errors import ConfigError
 
 FINGERPRINT_KEYS = ("rule_id", "pcn_code", "staff_id", "role", "claim_month")
+# What is kept of a previous run's findings: enough to list them as resolved.
+PREVIOUS_COLUMNS = (
+    *FINGERPRINT_KEYS,
+    "severity",
+    "status",
+    "source_file",
+    "source_line",
+    "amount_at_risk",
+    "message",
+)
 
 
 def _digest(key: str) -> str:
@@ -51,30 +61,8 @@ def read_previous(folder: Path) -> pl.DataFrame:
         return text[1:] if text[:2] in {"'=", "'+", "'-", "'@", "'\t", "'\r"} else text
 
     frame = pl.DataFrame(
-        {
-            name: [unsafe(row.get(name, "")) for row in rows]
-            for name in (
-                *FINGERPRINT_KEYS,
-                "severity",
-                "status",
-                "source_file",
-                "source_line",
-                "amount_at_risk",
-                "message",
-            )
-        },
-        schema=dict.fromkeys(
-            (
-                *FINGERPRINT_KEYS,
-                "severity",
-                "status",
-                "source_file",
-                "source_line",
-                "amount_at_risk",
-                "message",
-            ),
-            pl.String,
-        ),
+        {name: [unsafe(row.get(name, "")) for row in rows] for name in PREVIOUS_COLUMNS},
+        schema=dict.fromkeys(PREVIOUS_COLUMNS, pl.String),
     )
     return with_fingerprints(frame)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import polars as pl
 
-from validator import __version__, xlsx
+from validator import __version__, history, xlsx
 from validator.pipeline import FINDING_COLUMNS, RunResult
 from validator.reference import sha256_of
 
@@ -219,20 +219,7 @@ def exceptions_json(result: RunResult, run_id: str) -> str:
         finding_columns.append("change")
     resolved = None
     if result.resolved is not None:
-        resolved = result.resolved.select(
-            "fingerprint",
-            "rule_id",
-            "severity",
-            "status",
-            "pcn_code",
-            "staff_id",
-            "role",
-            "claim_month",
-            "source_file",
-            "source_line",
-            "amount_at_risk",
-            "message",
-        ).to_dicts()
+        resolved = result.resolved.select("fingerprint", *history.PREVIOUS_COLUMNS).to_dicts()
     head = {
         "format": JSON_FORMAT,
         "format_version": JSON_FORMAT_VERSION,

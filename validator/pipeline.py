@@ -102,6 +102,15 @@ def parse_review_month(text: str | None) -> dt.date | None:
     return dt.date(int(text[:4]), int(text[5:]), 1)
 
 
+# An agreement covers a line or finding of its PCN (joined beforehand) when it names the same
+# person or the whole PCN (blank staff_id), and the claim month is in its range.
+_agreement_covers = (
+    ((pl.col("agreed_staff") == "") | (pl.col("agreed_staff") == pl.col("staff_id")))
+    & (pl.col("from_month") <= pl.col("month_date"))
+    & (pl.col("month_date") <= pl.col("to_month"))
+)
+
+
 def _waive(found: pl.DataFrame, waivers: pl.DataFrame) -> pl.DataFrame:
     """status and agreement_id for each finding: `waived` where an agreement covers it."""
     covered = (
@@ -117,11 +126,7 @@ def _waive(found: pl.DataFrame, waivers: pl.DataFrame) -> pl.DataFrame:
             ),
             on=["rule_id", "pcn_code"],
         )
-        .filter(
-            ((pl.col("agreed_staff") == "") | (pl.col("agreed_staff") == pl.col("staff_id")))
-            & (pl.col("from_month") <= pl.col("month_date"))
-            & (pl.col("month_date") <= pl.col("to_month"))
-        )
+        .filter(_agreement_covers)
         .sort("finding_id", "agreement_id")
         .group_by("finding_id", maintain_order=True)
         .agg(pl.col("agreement_id").first())
@@ -356,11 +361,7 @@ class _Run:
                 ),
                 on="pcn_code",
             )
-            .filter(
-                ((pl.col("agreed_staff") == "") | (pl.col("agreed_staff") == pl.col("staff_id")))
-                & (pl.col("from_month") <= pl.col("month_date"))
-                & (pl.col("month_date") <= pl.col("to_month"))
-            )
+            .filter(_agreement_covers)
         )
         self.used_agreements |= set(applied["agreement_id"].to_list())
         # A person-specific agreement wins over a PCN-wide one; then the latest deadline.
