@@ -95,3 +95,18 @@ def test_sample_summary_money_adds_up(sample_run):
     assert meadowbank["at_risk"] == "59891.25"  # 209,891.25 allowed - 150,000.00 ARRS sum
     assert summary["U71006"]["waived"] == "2"
     assert (out / "index.html").exists() and (out / "pcn" / "U71004.html").exists()
+
+
+def test_manifest_describes_every_input_and_reference_file(sample_run):
+    out, _ = sample_run
+    manifest = json.loads((out / "manifest.json").read_text())
+    kinds = {i["kind"]: i for i in manifest["inputs"] if i["kind"] != "claims"}
+    assert kinds["pcns"]["rows"] == 7 and kinds["pcns"]["encoding"] == "utf-8"
+    assert kinds["agreements"]["rows"] == 3
+    reference = {Path(r["path"]).name: r for r in manifest["reference_files"]}
+    assert reference["roles.csv"]["rows"] == 16 and reference["limits.csv"]["rows"] == 2
+    assert all(len(r["sha256"]) == 64 for r in reference.values())
+    claims = [i for i in manifest["inputs"] if i["kind"] == "claims"]
+    assert sum(i["rows_read"] for i in claims) == 363
+    assert manifest["tool_version"] and manifest["rule_catalogue_sha256"]
+    assert manifest["review_month"] == "2021-12" and manifest["started_at"]

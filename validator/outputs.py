@@ -22,7 +22,7 @@ import polars as pl
 
 from validator import __version__, history, xlsx
 from validator.pipeline import FINDING_COLUMNS, RunResult
-from validator.reference import sha256_of
+from validator.reference import describe_file
 
 _MONEY_FINDING = ("amount_claimed", "amount_allowed", "amount_at_risk")
 SUMMARY_COLUMNS = [
@@ -99,8 +99,8 @@ def manifest(result: RunResult, started: dt.datetime, finished: dt.datetime, exi
         )
     for kind, path in (("pcns", options.pcns), ("agreements", options.agreements)):
         if path is not None:
-            inputs.append({"kind": kind, "path": str(path), "sha256": sha256_of(path)})
-    reference = [{"path": str(path), "sha256": sha256_of(path)} for path in result.reference.files]
+            inputs.append({"kind": kind, **describe_file(path)})
+    reference = [describe_file(path) for path in result.reference.files]
     return {
         "tool": "arrs-validate",
         "tool_version": __version__,

@@ -203,8 +203,17 @@ def read_table(path: Path, columns: dict[str, Callable[[str], object]], what: st
     return Table(rows=rows, files=[path])
 
 
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def describe_file(path: Path) -> dict:
+    """A small CSV input as the manifest records it: SHA-256, encoding and data rows."""
+    data = path.read_bytes()
+    text, encoding = decode(data)
+    rows = sum(1 for cells in csv.reader(text.splitlines()[1:]) if any(c.strip() for c in cells))
+    return {
+        "path": str(path),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "encoding": encoding,
+        "rows": rows,
+    }
 
 
 ROLE_COLUMNS = {
