@@ -179,6 +179,11 @@ def test_rules_lists_all_nineteen_and_explain_shows_one():
     assert explained.returncode == 0
     for part in ("PAR-01", "clause:", "rationale:", "failing example", "passing example"):
         assert part in explained.stdout
+    page = PROJECT / "test-output" / "rules-reference.html"
+    page.parent.mkdir(exist_ok=True)
+    assert run_cli("rules", "--html", str(page)).returncode == 0
+    html = page.read_text()
+    assert html.count('<tr id="') == 19 and 'id="PAR-01"' in html
     missing = run_cli("explain", "XYZ-99")
     assert missing.returncode == 2 and "arrs-validate rules" in missing.stderr
 

@@ -24,7 +24,7 @@ from validator.catalogue import Catalogue, Rule, load_catalogue
 from validator.errors import ConfigError, EngineError
 from validator.outputs import write_outputs
 from validator.pipeline import RunOptions, run_validation
-from validator.report import render_pages
+from validator.report import render_pages, render_rule_reference
 from validator.runlog import RunLog
 from validator.unattended import (
     LockHeld,
@@ -135,10 +135,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="show staff names in the report (otherwise only staff_id)",
     )
 
-    commands.add_parser(
+    rules = commands.add_parser(
         "rules",
         help="list the rule catalogue: ID, severity, title, clause",
         description="List every rule: ID, severity, title and clause.",
+    )
+    rules.add_argument(
+        "--html",
+        type=Path,
+        metavar="FILE",
+        help="also write the rule reference page (the report's rules.html) to FILE",
     )
     explain = commands.add_parser(
         "explain",
@@ -345,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
         catalogue = load_catalogue()
         if args.command == "rules":
             _say(_rule_table(catalogue))
+            if args.html:
+                args.html.write_text(render_rule_reference(catalogue), encoding="utf-8")
             return EXIT_CLEAN
         rule = catalogue.get(args.rule_id.strip().upper())
         if rule is None:

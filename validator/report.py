@@ -18,6 +18,7 @@ import polars as pl
 
 from validator import __version__
 from validator import values as v
+from validator.catalogue import Catalogue
 from validator.paths import TEMPLATES_DIR
 from validator.pipeline import RunResult
 
@@ -120,6 +121,10 @@ def _by_rule(result: RunResult) -> list[dict]:
         .len()
         .iter_rows()
     }
+    return _rule_rows(result.catalogue, counts)
+
+
+def _rule_rows(catalogue: Catalogue, counts: dict[tuple[str, str], int]) -> list[dict]:
     return [
         {
             "rule_id": rule.id,
@@ -131,8 +136,26 @@ def _by_rule(result: RunResult) -> list[dict]:
             "open": counts.get((rule.id, "open"), 0),
             "waived": counts.get((rule.id, "waived"), 0),
         }
-        for rule in result.catalogue.rules
+        for rule in catalogue.rules
     ]
+
+
+def render_rule_reference(catalogue: Catalogue) -> str:
+    """The rule reference page on its own (`arrs-validate rules --html FILE`): the same
+    template and Jinja environment as a run's rules.html, without a run's counts."""
+    return (
+        environment()
+        .get_template("rules.html.j2")
+        .render(
+            version=__version__,
+            run_id="—",
+            review_month="—",
+            started="—",
+            catalogue_digest=catalogue.digest,
+            root="",
+            by_rule=_rule_rows(catalogue, {}),
+        )
+    )
 
 
 def render_pages(result: RunResult, started: dt.datetime, run_id: str) -> dict[str, str]:
