@@ -77,7 +77,6 @@ class RunResult:
     rows_rejected_by_schema: int = 0
     rows_checked: int = 0
     records_evaluated: int = 0
-    register_rows: int = 0
     timings: PhaseTimer = field(default_factory=PhaseTimer)
     resolved: pl.DataFrame | None = None
     previous_folder: Path | None = None
@@ -182,7 +181,6 @@ class _Run:
             {
                 "rule_id": [rule.id for rule in self.catalogue.rules],
                 "severity": [rule.severity for rule in self.catalogue.rules],
-                "stage": [rule.stage for rule in self.catalogue.rules],
             }
         )
         found = _waive(found.join(severities, on="rule_id", how="left"), self.waivers)
@@ -276,7 +274,6 @@ class _Run:
             rows_rejected_by_schema=rejected_rows.len(),
             rows_checked=typed.height,
             records_evaluated=records_evaluated,
-            register_rows=self.register.height,
             timings=timer,
             resolved=resolved,
             pcn_records=self.pcn_records,

@@ -116,15 +116,6 @@ def round_half_up_div(numerator: pl.Expr, denominator: pl.Expr | int) -> pl.Expr
     return (numerator * 2 + denominator) // (denominator * 2)
 
 
-def format_pounds(pence: int | None) -> str:
-    """Integer pence as the CSV money form `1234.56` (blank for None)."""
-    if pence is None:
-        return ""
-    sign = "-" if pence < 0 else ""
-    pounds, rest = divmod(abs(pence), 100)
-    return f"{sign}{pounds}.{rest:02d}"
-
-
 def display_pounds(pence: int | None) -> str:
     """Integer pence for people: `£1,234.56`."""
     if pence is None:
