@@ -12,7 +12,12 @@ import io
 from calendar import monthrange
 from pathlib import Path
 
+from validator.generate import MHP_BAND_SALARY, ROLES
 from validator.load import CLAIM_COLUMNS
+
+# Full-time monthly salaries by role (a little under each maximum once NI and pension are
+# added) and by AfC band: the benchmark generator's, so the two never drift apart.
+SALARY = {role: salary for role, (_, salary) in ROLES.items()}
 
 ROOT = Path(__file__).resolve().parent.parent / "sample_claims"
 MONTHS = [dt.date(2021, m, 1) for m in range(4, 13)]
@@ -26,28 +31,7 @@ PCNS = [
     ("U71005", "Hillside PCN", "standard", 99_999, "700000.00"),
     ("U71006", "Harbour PCN", "standard", 58_760, "560000.00"),
 ]
-# Monthly full-time gross salary by role, a little under each maximum once NI and pension
-# are added (about 10% and 14.38% of salary).
-SALARY = {
-    "clinical_pharmacist": 3750,
-    "first_contact_physiotherapist": 3700,
-    "physician_associate": 3600,
-    "paramedic": 3600,
-    "dietitian": 3550,
-    "podiatrist": 3500,
-    "occupational_therapist": 3500,
-    "advanced_practitioner": 4100,
-    "pharmacy_technician": 2350,
-    "social_prescribing_link_worker": 2300,
-    "health_and_wellbeing_coach": 2300,
-    "care_coordinator": 1950,
-    "nursing_associate": 1950,
-    "trainee_nursing_associate": 1700,
-    "mental_health_practitioner": 3000,
-    "mental_health_practitioner_cyp": 3000,
-}
-# Mental health practitioners are paid by Agenda for Change band; the PCN claims 50%.
-MHP_SALARY = {"5": 2300, "6": 2900, "7": 3500}
+# The sample's training statuses (its pharmacy technicians are still enrolled).
 STATUS = {
     "clinical_pharmacist": "enrolled",
     "social_prescribing_link_worker": "qualified",
@@ -124,7 +108,7 @@ class Staff:
             else month.replace(day=days)
         )
         in_post = max(0, (last - first).days + 1) or days
-        base = MHP_SALARY.get(self.extra.get("afc_band", ""), 0) or SALARY[self.role]
+        base = MHP_BAND_SALARY.get(self.extra.get("afc_band", ""), 0) or SALARY[self.role]
         salary = round(base * wte * in_post / days, 2)
         ni, pension = round(salary * 0.10, 2), round(salary * 0.1438, 2)
         fee = float(self.extra.get("subcontract_fee", 0) or 0)

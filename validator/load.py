@@ -130,7 +130,7 @@ def _field_counts(lines: pl.Series) -> pl.Series | None:
     return counts.scatter(quoted.arg_true(), outside).cast(pl.Int64)
 
 
-def _cells_with_polars(data: bytes, text: str) -> tuple[list[str], pl.DataFrame] | None:
+def _cells_with_polars(data: bytes) -> tuple[list[str], pl.DataFrame] | None:
     """Fast path: Polars parses the cells, and per-line field counts come from the raw lines.
 
     Valid only when every physical line is one record (no quoted field spans lines) and
@@ -224,7 +224,7 @@ def read_claim_file(path: str, first_row_no: int) -> tuple[ClaimFile, pl.DataFra
         return info, None
 
     utf8 = data[3:] if info.encoding == "utf-8-sig" else data
-    parsed = _cells_with_polars(utf8 if info.encoding != "windows-1252" else text.encode(), text)
+    parsed = _cells_with_polars(utf8 if info.encoding != "windows-1252" else text.encode())
     if parsed is None:
         try:
             parsed = _cells_with_csv_module(text)
