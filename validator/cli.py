@@ -17,12 +17,13 @@ import sys
 import textwrap
 import traceback
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from validator import __version__
 from validator.catalogue import Catalogue, Rule, load_catalogue
 from validator.errors import ConfigError, EngineError
-from validator.outputs import write_outputs
+from validator.outputs import clear_leftovers, data_files, write_outputs
 from validator.pipeline import RunOptions, run_validation
 from validator.report import render_pages, render_rule_reference
 from validator.runlog import RunLog
@@ -224,10 +225,13 @@ def command_run(args: argparse.Namespace) -> int:
             f"--out {pattern}: cannot create the lock file {lock.path} "
             f"({error.strerror or error}); choose a writable output folder"
         ) from None
+    clearing = None
     try:
         if lock.stale_holder:
             log.event("stale_lock_cleared", holder=lock.stale_holder, lock=str(lock.path))
         log.event("start", claims=config.claims, pcns=config.pcns, out=pattern, month=month)
+        if out is not None:
+            clearing = clear_leftovers(out)
         result = run_validation(options)
         review = f"{result.review_month:%Y-%m}" if result.review_month else None
         if out is None:
@@ -241,12 +245,17 @@ def command_run(args: argparse.Namespace) -> int:
         else:
             exit_code = EXIT_CLEAN
         log.progress("phase", {"name": "report"})
-        with result.timings("report"):
-            pages = render_pages(result, started, run_id)
-        log.progress("phase", {"name": "outputs"})
         try:
-            with result.timings("outputs"):
-                write_outputs(result, out, started, exit_code, pages, run_id)
+            # The data files are built on a second thread while the pages are rendered.
+            with ThreadPoolExecutor(1, thread_name_prefix="data-files") as pool:
+                data = pool.submit(data_files, result, run_id)
+                with result.timings("report"):
+                    pages = render_pages(result, started, run_id)
+                log.progress("phase", {"name": "outputs"})
+                with result.timings("outputs"):
+                    write_outputs(
+                        result, out, started, exit_code, pages, run_id, clearing, data.result()
+                    )
         except OSError as error:
             _say(
                 f"arrs-validate: cannot write the output folder {out}: "
@@ -257,6 +266,8 @@ def command_run(args: argparse.Namespace) -> int:
             log.event("finish", exit_code=EXIT_INPUT, error=str(error))
             return EXIT_INPUT
     finally:
+        if clearing is not None:
+            clearing.join()  # removal is done before the lock is let go
         lock.release()
         log.close()
     counts = result.findings.group_by("severity", "status").len().sort("severity", "status")

@@ -9,6 +9,7 @@ nothing; totals are taken per line so the same pounds are never counted twice.
 from __future__ import annotations
 
 import datetime as dt
+import string
 from collections.abc import Callable
 
 import polars as pl
@@ -19,226 +20,210 @@ from validator.catalogue import Catalogue
 _KEYS = ["finding_id", "rule_id", "severity", "status", "agreement_id"]
 
 
-def _month_text(value: dt.date | None) -> str:
-    return value.strftime("%b %Y") if value else ""
+class _Columns:
+    """A frame's columns for message fields: a column it lacks reads as null."""
+
+    def __init__(self, frame: pl.DataFrame) -> None:
+        self.names = set(frame.columns)
+
+    def __call__(self, name: str, dtype: pl.DataType | type = pl.String) -> pl.Expr:
+        return pl.col(name) if name in self.names else pl.lit(None, dtype=dtype)
 
 
-def _share_text(parts: int | None) -> str:
-    return f"{parts / 100:g}%" if parts is not None else ""
+_Field = Callable[[_Columns], pl.Expr]
 
 
-def _with_article(title: str) -> str:
-    return ("an " if title[:1] in "aeiou" else "a ") + title if title else ""
+def _title(c: _Columns) -> pl.Expr:
+    return pl.coalesce(c("role_title"), c("role"), pl.lit("")).str.to_lowercase()
 
 
-def _from_day(row: dict) -> str:
+def _with_article(title: pl.Expr) -> pl.Expr:
+    article = pl.when(title.str.contains("^[aeiou]")).then(pl.lit("an ")).otherwise(pl.lit("a "))
+    return pl.when(title == "").then(pl.lit("")).otherwise(article + title)
+
+
+def _pounds(name: str) -> _Field:
+    return lambda c: v.display_pounds_expr(c(name, pl.Int64))
+
+
+def _wte(name: str) -> _Field:
+    return lambda c: v.display_wte_expr(c(name, pl.Int64)).fill_null("")
+
+
+def _date(name: str) -> _Field:
+    return lambda c: v.display_date_expr(c(name, pl.Date))
+
+
+def _text(name: str, blank: str = "") -> _Field:
+    """A text column as it is; `blank` for null or empty."""
+    return lambda c: pl.when(c(name).fill_null("") == "").then(pl.lit(blank)).otherwise(c(name))
+
+
+def _count(c: _Columns) -> pl.Expr:
+    return v.thousands_expr(c("list_size", pl.Int64)).fill_null("")
+
+
+def _share(c: _Columns) -> pl.Expr:
+    """Hundredths of a per cent as Python's `{parts / 100:g}%`: 5000 -> 50%, 3333 -> 33.33%."""
+    parts = c("cost_share", pl.Int64)
+    decimals = (parts % 100).cast(pl.String).str.pad_start(2, "0").str.strip_chars_end("0")
+    whole = (parts // 100).cast(pl.String)
+    text = pl.when(decimals == "").then(whole).otherwise(whole + "." + decimals)
+    return (text + "%").fill_null("")
+
+
+def _from_day(c: _Columns) -> pl.Expr:
     """' from 16 Jun 2021' / ' to 10 Jun 2021' for a part month in post, else ''."""
-    month, start, end = row["month_date"], row["employment_start"], row["employment_end"]
-    text = f" from {v.display_date(start)}" if start > month else ""
-    if end is not None and end < month.replace(day=row["days_in_month"]):
-        text += f" to {v.display_date(end)}"
-    return text
+    month, start, end = pl.col("month_date"), pl.col("employment_start"), pl.col("employment_end")
+    started = pl.when(start > month).then(" from " + v.display_date_expr(start))
+    ended = pl.when(end.is_not_null() & (end < month.dt.month_end())).then(
+        " to " + v.display_date_expr(end)
+    )
+    return started.fill_null("") + ended.fill_null("")
 
 
-def _deadline_basis(row: dict) -> str:
-    if row.get("extended_deadline"):
-        return f"the extended deadline agreed in {row['deadline_agreement']}"
-    started = v.display_date(row.get("reimbursement_start"))
-    return f"six months after reimbursement started on {started}"
+def _deadline_basis(c: _Columns) -> pl.Expr:
+    return (
+        pl.when(c("extended_deadline", pl.Date).is_not_null())
+        .then("the extended deadline agreed in " + c("deadline_agreement").fill_null(""))
+        .otherwise(
+            "six months after reimbursement started on "
+            + v.display_date_expr(c("reimbursement_start", pl.Date))
+        )
+    )
 
 
-def _title(row: dict) -> str:
-    return (row.get("role_title") or row.get("role") or "").lower()
+def _where_line(c: _Columns) -> pl.Expr:
+    return pl.format(
+        "{} line {} ({} / {} / {})",
+        "source_file",
+        "source_line",
+        "pcn_code",
+        "staff_id",
+        pl.col("month_date").dt.strftime("%Y-%m"),
+    )
 
 
-def _wte(name: str) -> Callable[[dict], str]:
-    return lambda row: v.display_wte(row[name]) if row.get(name) is not None else ""
-
-
-def _pounds(name: str) -> Callable[[dict], str]:
-    return lambda row: v.display_pounds(row.get(name))
-
-
-def _count(row: dict) -> str:
-    return f"{row['list_size']:,}" if row.get("list_size") is not None else ""
-
-
-# Message fields for a finding on a claim line, each built only if its template names it.
-_LINE_FIELDS: dict[str, Callable[[dict], str]] = {
-    "where": lambda row: (
-        f"{row['source_file']} line {row['source_line']} "
-        f"({row['pcn_code']} / {row['staff_id']} / {row['month_date']:%Y-%m})"
-    ),
+# Message fields for a finding on a claim line, as Polars expressions over its columns.
+_LINE_FIELDS: dict[str, _Field] = {
+    "where": _where_line,
     "role_title": _title,
-    "a_role": lambda row: _with_article(_title(row)),
-    "review_month": lambda row: _month_text(_month_of(row.get("review_month"))),
+    "a_role": lambda c: _with_article(_title(c)),
+    "review_month": lambda c: v.month_text_expr(
+        (c("review_month", pl.Int64) * 100 + 1).cast(pl.String).str.to_date("%Y%m%d")
+    ).fill_null(""),
     "wte": _wte("wte_units"),
     "from_day": _from_day,
-    "claim_month": lambda row: _month_text(row["month_date"]),
+    "claim_month": lambda c: v.month_text_expr(pl.col("month_date")),
     "claimed": _pounds("amount_claimed"),
     "monthly_maximum": _pounds("monthly_maximum"),
     "annual_maximum": _pounds("annual_maximum"),
     "actual_cost": _pounds("actual_cost"),
     "reimbursable_cost": _pounds("reimbursable_cost"),
-    "share": lambda row: _share_text(row.get("cost_share")),
+    "share": _share,
     "fee": _pounds("subcontract_fee"),
     "fee_limit": _pounds("fee_limit"),
-    "claimable_from": lambda row: v.display_date(row.get("claimable_from_date")),
-    "employment_start": lambda row: v.display_date(row["employment_start"]),
-    "employment_end": lambda row: (
-        v.display_date(row["employment_end"]) if row["employment_end"] else "no end"
+    "claimable_from": _date("claimable_from_date"),
+    "employment_start": _date("employment_start"),
+    "employment_end": lambda c: v.display_date_expr(c("employment_end", pl.Date)).replace(
+        "—", "no end"
     ),
-    "financial_year": lambda row: row.get("financial_year") or "",
-    "afc_band": lambda row: row.get("afc_band") or "(blank)",
-    "reimbursement_start": lambda row: v.display_date(row.get("reimbursement_start")),
-    "deadline": lambda row: v.display_date(row.get("deadline_date")),
+    "financial_year": _text("financial_year"),
+    "afc_band": _text("afc_band", "(blank)"),
+    "reimbursement_start": _date("reimbursement_start"),
+    "deadline": _date("deadline_date"),
     "deadline_basis": _deadline_basis,
-    "signoff": lambda row: (
-        v.display_date(row["level7_signoff_date"]) if row.get("level7_signoff_date") else "none"
+    "signoff": lambda c: v.display_date_expr(c("level7_signoff_date", pl.Date)).replace(
+        "—", "none"
     ),
-    "rotational_model": lambda row: row.get("rotational_model") or "",
-    "training_status": lambda row: row.get("training_status") or "",
-    "accepted_statuses": lambda row: (row.get("accepted_statuses") or "").replace(";", ", "),
-    "duplicate_lines": lambda row: str(row.get("lines_for_staff_role_month") or ""),
+    "rotational_model": _text("rotational_model"),
+    "training_status": _text("training_status"),
+    "accepted_statuses": lambda c: c("accepted_statuses").fill_null("").str.replace_all(";", ", "),
+    "duplicate_lines": lambda c: (
+        c("lines_for_staff_role_month", pl.Int64).cast(pl.String).fill_null("")
+    ),
     "staff_total_wte": _wte("staff_month_wte"),
     "list_size": _count,
     "arrs_sum": _pounds("arrs_sum"),
 }
 
-# Message fields for a PCN-level finding.
-_PCN_FIELDS: dict[str, Callable[[dict], str]] = {
-    "where": lambda row: f"{row['pcn_code']} {row['month_date']:%Y-%m}",
-    "role_title": lambda row: (row.get("role") or "").replace("_", " "),
-    "claim_month": lambda row: _month_text(row["month_date"]),
-    "review_month": lambda row: _month_text(row["review"]),
-    "financial_year": lambda row: row.get("financial_year") or v.financial_year(row["month_date"]),
+# Message fields for a PCN-level finding (`review`: the review month, for every record).
+_PCN_FIELDS: dict[str, _Field] = {
+    "where": lambda c: pl.format("{} {}", "pcn_code", pl.col("month_date").dt.strftime("%Y-%m")),
+    "role_title": lambda c: c("role").fill_null("").str.replace_all("_", " "),
+    "claim_month": lambda c: v.month_text_expr(pl.col("month_date")),
+    "review_month": lambda c: v.month_text_expr(pl.col("review")),
+    "financial_year": lambda c: pl.coalesce(
+        c("financial_year"), v.financial_year_expr(pl.col("month_date"))
+    ),
     "pcn_role_wte": _wte("pcn_role_wte"),
     "max_wte": _wte("max_wte"),
     "list_size": _count,
     "ytd_allowed": _pounds("ytd_allowed"),
     "arrs_sum": _pounds("arrs_sum"),
     "excess": _pounds("month_excess"),
-    "month_allowed": lambda row: v.display_pounds(
-        row.get("month_allowed") or row.get("review_allowed")
+    "month_allowed": lambda c: v.display_pounds_expr(
+        pl.coalesce(c("month_allowed", pl.Int64), c("review_allowed", pl.Int64))
     ),
     "forecast": _pounds("forecast_allowed"),
-    "months_remaining": lambda row: str(row.get("months_remaining") or 0),
+    "months_remaining": lambda c: c("months_remaining", pl.Int64).fill_null(0).cast(pl.String),
     "claimed": _pounds("amount_claimed"),
 }
 
 
-class _Context(dict):
-    """The fields of one message, each built the first time the template asks for it."""
-
-    def __init__(self, row: dict, fields: dict[str, Callable[[dict], str]]) -> None:
-        super().__init__()
-        self.row = row
-        self.fields = fields
-
-    def __missing__(self, key: str) -> str:
-        build = self.fields.get(key)
-        value = build(self.row) if build else ""
-        self[key] = value
-        return value
-
-
-def _month_of(number: int | None) -> dt.date | None:
-    return dt.date(number // 100, number % 100, 1) if number else None
-
-
-def _shown(value: str, limit: int = 80) -> str:
+def _shown(value: pl.Expr, limit: int = 80) -> pl.Expr:
     """A value as read, cut short if it is long (a 1 MB cell must not make a 1 MB message)."""
-    if len(value) <= limit:
-        return value
-    return f"{value[:60]}… ({len(value):,} characters)"
+    length = value.str.len_chars()
+    cut = pl.format("{}… ({} characters)", value.str.slice(0, 60), v.thousands_expr(length))
+    return pl.when(length <= limit).then(value).otherwise(cut)
 
 
-def _schema_problem(row: dict) -> str:
-    column, value = row["column"], _shown(row["value"] or "")
-    if not column:
-        return row["problem"]
-    if value.strip():
-        return f"column {column} is '{value}'; {row['problem']}"
-    return f"column {column} is blank; {row['problem']}"
+def _schema_problem(c: _Columns) -> pl.Expr:
+    column, value = pl.col("column").fill_null(""), _shown(pl.col("value").fill_null(""))
+    return (
+        pl.when(column == "")
+        .then(pl.col("problem"))
+        .when(value.str.strip_chars() != "")
+        .then(pl.format("column {} is '{}'; {}", column, value, "problem"))
+        .otherwise(pl.format("column {} is blank; {}", column, "problem"))
+    )
+
+
+def _key_or_unknown(name: str) -> pl.Expr:
+    return pl.when(pl.col(name).fill_null("") == "").then(pl.lit("?")).otherwise(pl.col(name))
 
 
 # Message fields for an SCH-01 finding: keys as read, since they may not parse.
-_SCHEMA_FIELDS: dict[str, Callable[[dict], str]] = {
-    "where": lambda row: (
-        f"{row['source_file']} line {row['source_line']} ("
-        + " / ".join(row[name] or "?" for name in ("pcn_code", "staff_id", "raw_claim_month"))
-        + ")"
+_SCHEMA_FIELDS: dict[str, _Field] = {
+    "where": lambda c: pl.format(
+        "{} line {} ({} / {} / {})",
+        "source_file",
+        "source_line",
+        *(_key_or_unknown(name) for name in ("pcn_code", "staff_id", "raw_claim_month")),
     ),
-    "column": lambda row: row["column"] or "(whole row)",
-    "value": lambda row: _shown(row["value"] or ""),
+    "column": _text("column", "(whole row)"),
+    "value": lambda c: _shown(pl.col("value").fill_null("")),
     "problem": _schema_problem,
 }
 
 
-# Every column a message field reads; only these are handed to the templates.
-_MESSAGE_COLUMNS = {
-    "accepted_statuses",
-    "actual_cost",
-    "afc_band",
-    "amount_claimed",
-    "annual_maximum",
-    "arrs_sum",
-    "claimable_from_date",
-    "column",
-    "cost_share",
-    "days_in_month",
-    "deadline_agreement",
-    "deadline_date",
-    "employment_end",
-    "employment_start",
-    "extended_deadline",
-    "fee_limit",
-    "financial_year",
-    "forecast_allowed",
-    "level7_signoff_date",
-    "lines_for_staff_role_month",
-    "list_size",
-    "max_wte",
-    "month_allowed",
-    "month_date",
-    "month_excess",
-    "monthly_maximum",
-    "months_remaining",
-    "pcn_code",
-    "pcn_role_wte",
-    "problem",
-    "raw_claim_month",
-    "reimbursable_cost",
-    "reimbursement_start",
-    "review_allowed",
-    "review_month",
-    "role",
-    "role_title",
-    "rotational_model",
-    "rule_id",
-    "source_file",
-    "source_line",
-    "staff_id",
-    "staff_month_wte",
-    "subcontract_fee",
-    "training_status",
-    "value",
-    "wte_units",
-    "ytd_allowed",
-}
-
-
-def _render(catalogue: Catalogue, frame: pl.DataFrame, fields: dict, **extra) -> pl.Series:
+def _with_messages(
+    catalogue: Catalogue, frame: pl.DataFrame, fields: dict[str, _Field]
+) -> pl.DataFrame:
+    """`frame` with each finding's message: its rule's template filled from its own columns,
+    by Polars for all of a rule's findings at once. A field no builder knows reads as ''."""
+    columns = _Columns(frame)
     templates = {rule.id: rule.message for rule in catalogue.rules}
-    narrow = frame.select(name for name in frame.columns if name in _MESSAGE_COLUMNS)
-    return pl.Series(
-        "message",
-        [
-            templates[row["rule_id"]].format_map(_Context({**row, **extra}, fields))
-            for row in narrow.iter_rows(named=True)
-        ],
-        pl.String,
-    )
+    parts = []
+    for (rule_id,), found in frame.partition_by("rule_id", as_dict=True).items():
+        pieces: list[pl.Expr] = []
+        for literal, name, _, _ in string.Formatter().parse(templates[rule_id]):
+            if literal:
+                pieces.append(pl.lit(literal))
+            if name is not None and name in fields:
+                pieces.append(fields[name](columns).fill_null(""))
+        parts.append(found.with_columns(pl.concat_str(pieces).alias("message")))
+    return pl.concat(parts)
 
 
 def finalise(
@@ -263,7 +248,7 @@ def finalise(
             on=["failure_no", "row_no"],
         )
         .join(
-            raw.select(
+            raw.filter(pl.col("row_no").is_in(schema_found["row_no"].implode())).select(
                 "row_no",
                 "source_file",
                 "source_line",
@@ -280,8 +265,7 @@ def finalise(
     )
     if schema.height:
         parts.append(
-            schema.with_columns(
-                _render(catalogue, schema, _SCHEMA_FIELDS),
+            _with_messages(catalogue, schema, _SCHEMA_FIELDS).with_columns(
                 pl.col("raw_claim_month").alias("claim_month"),
             )
         )
@@ -306,8 +290,7 @@ def finalise(
             .alias("amount_at_risk_own"),
         )
         parts.append(
-            detail.with_columns(
-                _render(catalogue, detail, _LINE_FIELDS),
+            _with_messages(catalogue, detail, _LINE_FIELDS).with_columns(
                 pl.col("month_date").dt.strftime("%Y-%m").alias("claim_month"),
                 pl.col("amount_at_risk_own").alias("amount_at_risk"),
             )
@@ -341,10 +324,10 @@ def finalise(
                 pl.lit(None, dtype=pl.String).alias("source_file"),
                 pl.lit(None, dtype=pl.Int64).alias("source_line"),
                 (pl.col("role") if "role" in detail.columns else pl.lit("")).alias("role"),
+                pl.lit(review).alias("review"),
             )
             parts.append(
-                detail.with_columns(
-                    _render(catalogue, detail, _PCN_FIELDS, review=review),
+                _with_messages(catalogue, detail, _PCN_FIELDS).with_columns(
                     pl.col("month_date").dt.strftime("%Y-%m").alias("claim_month"),
                 )
             )

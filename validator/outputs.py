@@ -16,6 +16,7 @@ import os
 import platform
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 import polars as pl
@@ -145,16 +146,42 @@ def _exchange(source: Path, target: Path) -> bool:
     return result == 0
 
 
-def publish(files: dict[str, bytes | str], out: Path) -> None:
-    """Write `files` (relative path -> content) as the folder `out`, all at once."""
+def _leftovers(out: Path) -> list[Path]:
+    """Folders beside `out` from earlier runs: the outputs before the last run (`.old-`),
+    or a killed run's half-written staging folder (`.new-`)."""
+    return [*out.parent.glob(f".{out.name}.new-*"), *out.parent.glob(f".{out.name}.old-*")]
+
+
+def clear_leftovers(out: Path) -> threading.Thread:
+    """Remove the leftovers beside `out` on a background thread, and return it (publish
+    waits for it). Removing a thousand pages that are on disk takes ext4 a third of a second,
+    nearly all of it waiting on the journal, so it is done while the run validates. Only a
+    run holding the output folder's lock may call this."""
+    out = out.absolute()
+    folders = _leftovers(out) if out.parent.is_dir() else []
+    thread = threading.Thread(
+        target=lambda: [shutil.rmtree(folder, ignore_errors=True) for folder in folders],
+        name="clear-leftovers",
+        daemon=True,
+    )
+    thread.start()
+    return thread
+
+
+def publish(
+    files: dict[str, bytes | str], out: Path, clearing: threading.Thread | None = None
+) -> None:
+    """Write `files` (relative path -> content) as the folder `out`, all at once.
+
+    The outputs it replaces stay beside it as `.NAME.old-*` until the next run, which
+    removes them (clear_leftovers) while it validates. `clearing`: that removal, if begun.
+    """
     out = out.absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
-    # Folders a killed run left behind (the caller holds the output folder's lock).
-    for leftover in [
-        *out.parent.glob(f".{out.name}.new-*"),
-        *out.parent.glob(f".{out.name}.old-*"),
-    ]:
-        shutil.rmtree(leftover, ignore_errors=True)
+    if clearing is not None:
+        clearing.join()
+    else:
+        clear_leftovers(out).join()
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
     try:
         for name, content in sorted(files.items()):
@@ -164,20 +191,30 @@ def publish(files: dict[str, bytes | str], out: Path) -> None:
             path.write_bytes(data)
         os.sync()  # everything on disk before it is published (one call, not one per file)
         staging.chmod(0o755)
+        previous = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        previous.rmdir()
         if out.exists() and _exchange(staging, out):
-            shutil.rmtree(staging)  # now holds the previous run
-            return
-        if out.exists():
-            previous = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            previous.rmdir()
+            staging.rename(previous)  # staging now holds the outputs it replaced
+        elif out.exists():
             out.rename(previous)
             staging.rename(out)
-            shutil.rmtree(previous)
         else:
             staging.rename(out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def data_files(result: RunResult, run_id: str) -> dict[str, bytes | str]:
+    """The findings as data: exceptions.csv, summary.csv, exceptions.json, exceptions.xlsx.
+    Built mostly by Polars and zlib, which let go of the GIL, so the CLI builds them on a
+    second thread while Jinja renders the pages."""
+    return {
+        "exceptions.csv": exceptions_csv(result),
+        "summary.csv": summary_csv(result),
+        "exceptions.json": exceptions_json(result, run_id),
+        "exceptions.xlsx": exceptions_xlsx(result),
+    }
 
 
 def write_outputs(
@@ -187,19 +224,20 @@ def write_outputs(
     exit_code: int,
     pages: dict[str, str],
     run_id: str,
+    clearing: threading.Thread | None = None,
+    data: dict[str, bytes | str] | None = None,
 ) -> None:
+    """Publish the run's files to `out`: `data` (data_files, built now if not given), the
+    manifest and the `pages`."""
     finished = dt.datetime.now(dt.UTC)
     document = manifest(result, started, finished, exit_code)
     document["run_id"] = run_id
     files: dict[str, bytes | str] = {
-        "exceptions.csv": exceptions_csv(result),
-        "summary.csv": summary_csv(result),
-        "exceptions.json": exceptions_json(result, run_id),
-        "exceptions.xlsx": exceptions_xlsx(result),
+        **(data if data is not None else data_files(result, run_id)),
         "manifest.json": json.dumps(document, indent=2) + "\n",
         **pages,
     }
-    publish(files, out)
+    publish(files, out, clearing)
 
 
 JSON_FORMAT = "arrs-validate exceptions"

@@ -161,12 +161,13 @@ class _Run:
 
     def _fires(self, engine: RulesEngine, rules: list[Rule], records: pl.DataFrame, key: str):
         """(key, rule_id) for every rule that fires on a record."""
-        hits = []
-        for rule in rules:
-            with self.timer("rules"):
-                verdict = engine.evaluate(rule, records)
-            hit = records.filter(verdict).select(key).with_columns(pl.lit(rule.id).alias("rule_id"))
-            hits.append(hit)
+        with self.timer("rules"):
+            verdicts = engine.evaluate_all(rules, records)
+        keys = records.select(key)
+        hits = [
+            keys.filter(verdicts[rule.id]).with_columns(pl.lit(rule.id).alias("rule_id"))
+            for rule in rules
+        ]
         return (
             pl.concat(hits) if hits else pl.DataFrame(schema={key: pl.Int64, "rule_id": pl.String})
         )

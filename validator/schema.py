@@ -93,21 +93,59 @@ def _column_checks(name: str, spec: dict) -> list[tuple[str, pl.Expr, str]]:
     return checks
 
 
+# Kinds whose parsing costs more than a hash join, in groups whose columns are parsed together
+# once per distinct combination of their texts (salary, NI and pension go together).
+_PARSED_ONCE = {
+    "money": "money",
+    "date": "dates",
+    "month": "codes",
+    "choice": "codes",
+    "wte": "codes",
+    "hours": "codes",
+}
+
+
 def with_values(claims: pl.DataFrame, roles: list[str]) -> pl.DataFrame:
-    """The claim text cells plus, per column: its parsed `__value`, and `__problem`, the name
-    of the first of its checks that fails (null where the cell is fine). One Polars pass."""
-    values = []
+    """The claim text cells plus, per column: its parsed `__value`, whether it is `__blank`,
+    and `__problem`, the name of the first of its checks that fails (null where the cell is
+    fine).
+
+    Money, dates and codes hold far fewer distinct texts than a batch has rows (a national
+    year: 444,792 lines, about 2,700 distinct combinations of its four money columns), so
+    each distinct combination is parsed once and joined back to its rows.
+    """
+    direct: list[pl.Expr] = []
+    groups: dict[str, tuple[list[str], list[pl.Expr]]] = {}
     for name, spec in CLAIM_COLUMNS.items():
         parsed = _parsed(name, spec, roles)
-        values.append(v.blank(name).alias(f"{name}__blank"))
-        values.append((parsed if parsed is not None else v.stripped(name)).alias(f"{name}__value"))
+        values = [
+            v.blank(name).alias(f"{name}__blank"),
+            (parsed if parsed is not None else v.stripped(name)).alias(f"{name}__value"),
+        ]
+        group = _PARSED_ONCE.get(spec["kind"])
+        if group is None:
+            direct.extend(values)
+        else:
+            groups.setdefault(group, ([], []))
+            groups[group][0].append(name)
+            groups[group][1].extend(values)
+    parsed_once = []
+    for names, values in groups.values():
+        texts = claims.select(names)
+        distinct = texts.unique().with_columns(values)
+        parsed_once.append(
+            texts.join(
+                distinct, on=names, how="left", nulls_equal=True, maintain_order="left"
+            ).drop(names)
+        )
+    shaped = pl.concat([claims.with_columns(direct), *parsed_once], how="horizontal")
     problems = []
     for name, spec in CLAIM_COLUMNS.items():
         first_failure = pl.lit(None, dtype=pl.String)
         for check_name, ok, _ in reversed(_column_checks(name, spec)):
             first_failure = pl.when(~ok).then(pl.lit(check_name)).otherwise(first_failure)
         problems.append(first_failure.alias(f"{name}__problem"))
-    return claims.with_columns(values).with_columns(problems)
+    return shaped.with_columns(problems)
 
 
 def build_schema() -> tuple[pa.DataFrameSchema, dict[tuple[str, str], str]]:

@@ -125,18 +125,23 @@ def display_pounds(pence: int | None) -> str:
     return f"{sign}£{pounds:,}.{rest:02d}"
 
 
-def display_pounds_expr(pence: pl.Expr) -> pl.Expr:
-    """display_pounds, vectorised: pence as `£1,234.56`, `—` for null."""
-    whole = pence.abs() // 100
-    groups = [(whole // 1000**level % 1000).cast(pl.String) for level in range(5)]
+def thousands_expr(number: pl.Expr) -> pl.Expr:
+    """A non-negative integer with thousands separators (`1,234,567`), as Python's `:,`."""
+    groups = [(number // 1000**level % 1000).cast(pl.String) for level in range(5)]
     padded = [group.str.pad_start(3, "0") for group in groups]
     text = groups[0]
     for level in range(1, 5):  # 1,234 / 1,234,567 / ... up to trillions
         grouped = pl.concat_str([groups[level], *reversed(padded[:level])], separator=",")
-        text = pl.when(whole >= 1000**level).then(grouped).otherwise(text)
+        text = pl.when(number >= 1000**level).then(grouped).otherwise(text)
+    return text
+
+
+def display_pounds_expr(pence: pl.Expr) -> pl.Expr:
+    """display_pounds, vectorised: pence as `£1,234.56`, `—` for null."""
     sign = pl.when(pence < 0).then(pl.lit("-")).otherwise(pl.lit(""))
     pennies = (pence.abs() % 100).cast(pl.String).str.pad_start(2, "0")
-    return pl.when(pence.is_null()).then(pl.lit("—")).otherwise(sign + "£" + text + "." + pennies)
+    text = sign + "£" + thousands_expr(pence.abs() // 100) + "." + pennies
+    return pl.when(pence.is_null()).then(pl.lit("—")).otherwise(text)
 
 
 def display_wte(units: int) -> str:
@@ -149,6 +154,25 @@ def display_wte(units: int) -> str:
 
 def display_date(value: dt.date | None) -> str:
     return value.strftime("%-d %b %Y") if value else "—"
+
+
+def display_wte_expr(units: pl.Expr) -> pl.Expr:
+    """display_wte, vectorised (null stays null)."""
+    micro = units * 1_000_000 // WTE_UNITS
+    rest = (micro % 1_000_000).cast(pl.String).str.pad_start(6, "0").str.strip_chars_end("0")
+    whole = (micro // 1_000_000).cast(pl.String)
+    text = pl.when(rest == "").then(whole).otherwise(whole + "." + rest)
+    return pl.when(units * 1_000_000 % WTE_UNITS == 0).then(text).otherwise(text + "…")
+
+
+def display_date_expr(date: pl.Expr) -> pl.Expr:
+    """display_date, vectorised: `16 Jun 2021`, `—` for null."""
+    return date.dt.strftime("%-d %b %Y").fill_null("—")
+
+
+def month_text_expr(date: pl.Expr) -> pl.Expr:
+    """A month for people: `Jun 2021` (null stays null)."""
+    return date.dt.strftime("%b %Y")
 
 
 def financial_year(month: dt.date) -> str:
