@@ -20,9 +20,9 @@ from validator.unattended import OutputLock, month_for_policy
 
 @pytest.fixture(scope="module")
 def big_batch(tmp_path_factory) -> Path:
-    """A batch large enough (about 60,000 lines) that a run lasts a few seconds."""
+    """A batch large enough (about 250,000 lines) that a run lasts a few seconds."""
     folder = tmp_path_factory.mktemp("big")
-    generate(folder, pcns=170, months=12, seed=3)
+    generate(folder, pcns=700, months=12, seed=3)
     return folder
 
 

@@ -39,15 +39,19 @@ def line_fields(
         .filter(pl.col("training_status") != "")
         .with_columns(pl.lit(1, dtype=pl.Int64).alias("training_accepted"))
     )
+    # A batch spans a few months: their figures are computed once each and joined on.
+    months = typed.select(pl.col("claim_month").unique().alias("month_date")).with_columns(
+        v.yyyymm(month).alias("claim_month"),
+        v.yyyymmdd(month).alias("month_start"),
+        v.yyyymmdd(month_last).alias("month_end"),
+        month.dt.days_in_month().cast(pl.Int64).alias("days_in_month"),
+        v.financial_year_expr(month).alias("financial_year"),
+    )
     lines = (
         typed.rename({"claim_month": "month_date"})
+        .join(months, on="month_date", how="left", maintain_order="left")
         .with_columns(
-            v.yyyymm(month).alias("claim_month"),
-            v.yyyymmdd(month).alias("month_start"),
-            v.yyyymmdd(month_last).alias("month_end"),
-            month.dt.days_in_month().cast(pl.Int64).alias("days_in_month"),
             days_in_post.cast(pl.Int64).alias("days_in_post"),
-            v.financial_year_expr(month).alias("financial_year"),
             pl.lit(review.year * 100 + review.month, dtype=pl.Int64).alias("review_month"),
         )
         .join(
@@ -62,14 +66,16 @@ def line_fields(
             ),
             on="role",
             how="left",
+            maintain_order="left",
         )
-        .join(accepted, on=["role", "training_status"], how="left")
+        .join(accepted, on=["role", "training_status"], how="left", maintain_order="left")
         .join(
             register.select(
                 "pcn_code", "financial_year", "pcn_name", "area", "list_size", "arrs_sum"
             ),
             on=["pcn_code", "financial_year"],
             how="left",
+            maintain_order="left",
         )
         .with_columns(
             pl.col("training_accepted").fill_null(0),
@@ -88,7 +94,7 @@ def line_fields(
             pl.coalesce("reimbursement_start", "first_claim_month").alias("reimbursement_start")
         )
     )
-    return lines.sort("row_no")
+    return lines
 
 
 def _with_rate_band(lines: pl.DataFrame, reference: Reference) -> pl.DataFrame:
@@ -150,8 +156,13 @@ def cost_fields(
         + pl.col("subcontract_fee")
     )
     lines = (
-        banded.join(maxima, on=["role", "rate_band", "area", "month_date"], how="left")
-        .join(deadline_extensions, on="row_no", how="left")
+        banded.join(
+            maxima,
+            on=["role", "rate_band", "area", "month_date"],
+            how="left",
+            maintain_order="left",
+        )
+        .join(deadline_extensions, on="row_no", how="left", maintain_order="left")
         .with_columns(
             v.round_half_up_div(
                 pl.col("annual_maximum") * units * days, days_in_month * v.WTE_UNITS * 12
@@ -180,7 +191,7 @@ def cost_fields(
             ).alias("fee_adjusted_cost")
         )
     )
-    return lines.sort("row_no")
+    return lines
 
 
 def months_remaining_after(review: dt.date) -> int:
@@ -201,6 +212,19 @@ def pcn_records(
     """
     review_number = review.year * 100 + review.month
     review_year = v.financial_year(review)
+    lines = lines.select(
+        "pcn_code",
+        "financial_year",
+        "month_date",
+        "role",
+        "wte_units",
+        "amount_claimed",
+        "amount_allowed",
+        "list_size",
+        "arrs_sum",
+        "eligible",
+        "register_found",
+    )
     counted = lines.filter(pl.col("eligible"))
     role_months = (
         counted.group_by("pcn_code", "financial_year", "month_date", "role")

@@ -168,41 +168,49 @@ def clear_leftovers(out: Path) -> threading.Thread:
     return thread
 
 
-def publish(
-    files: dict[str, bytes | str], out: Path, clearing: threading.Thread | None = None
-) -> None:
-    """Write `files` (relative path -> content) as the folder `out`, all at once.
+def write_files(folder: Path, files: dict[str, bytes | str]) -> None:
+    """Write `files` (relative path -> content) into `folder`."""
+    for name, content in sorted(files.items()):
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+
+
+class Staging:
+    """A run's outputs being written: a fresh hidden folder beside `out`, published as `out`
+    in one step (publish) or removed (discard). A reader sees the previous run or this one,
+    never half of one.
 
     The outputs it replaces stay beside it as `.NAME.old-*` until the next run, which
     removes them (clear_leftovers) while it validates. `clearing`: that removal, if begun.
     """
-    out = out.absolute()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if clearing is not None:
-        clearing.join()
-    else:
-        clear_leftovers(out).join()
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
-    try:
-        for name, content in sorted(files.items()):
-            path = staging / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            data = content.encode("utf-8") if isinstance(content, str) else content
-            path.write_bytes(data)
-        os.sync()  # everything on disk before it is published (one call, not one per file)
-        staging.chmod(0o755)
-        previous = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        previous.rmdir()
-        if out.exists() and _exchange(staging, out):
-            staging.rename(previous)  # staging now holds the outputs it replaced
-        elif out.exists():
-            out.rename(previous)
-            staging.rename(out)
-        else:
-            staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    def __init__(self, out: Path, clearing: threading.Thread | None = None) -> None:
+        self.out = out.absolute()
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        (clearing if clearing is not None else clear_leftovers(self.out)).join()
+        self.folder = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.new-", dir=self.out.parent))
+
+    def publish(self) -> None:
+        out, staging = self.out, self.folder
+        try:
+            os.sync()  # everything on disk before it is published (one call, not one per file)
+            staging.chmod(0o755)
+            previous = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            previous.rmdir()
+            if out.exists() and _exchange(staging, out):
+                staging.rename(previous)  # staging now holds the outputs it replaced
+            elif out.exists():
+                out.rename(previous)
+                staging.rename(out)
+            else:
+                staging.rename(out)
+        except BaseException:
+            self.discard()
+            raise
+
+    def discard(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def data_files(result: RunResult, run_id: str) -> dict[str, bytes | str]:
@@ -219,25 +227,23 @@ def data_files(result: RunResult, run_id: str) -> dict[str, bytes | str]:
 
 def write_outputs(
     result: RunResult,
-    out: Path,
+    staging: Staging,
     started: dt.datetime,
     exit_code: int,
-    pages: dict[str, str],
     run_id: str,
-    clearing: threading.Thread | None = None,
     data: dict[str, bytes | str] | None = None,
 ) -> None:
-    """Publish the run's files to `out`: `data` (data_files, built now if not given), the
-    manifest and the `pages`."""
+    """Write `data` (data_files, built now if not given) and the manifest into `staging`
+    (which holds the pages already), and publish it."""
     finished = dt.datetime.now(dt.UTC)
     document = manifest(result, started, finished, exit_code)
     document["run_id"] = run_id
     files: dict[str, bytes | str] = {
         **(data if data is not None else data_files(result, run_id)),
         "manifest.json": json.dumps(document, indent=2) + "\n",
-        **pages,
     }
-    publish(files, out, clearing)
+    write_files(staging.folder, files)
+    staging.publish()
 
 
 JSON_FORMAT = "arrs-validate exceptions"

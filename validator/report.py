@@ -11,39 +11,26 @@ with the full list in exceptions.csv.
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
-import jinja2
 import polars as pl
-from markupsafe import Markup
 
 from validator import __version__
 from validator import values as v
 from validator.catalogue import Catalogue
-from validator.paths import TEMPLATES_DIR
+from validator.outputs import write_files
+from validator.pages import (
+    SEVERITIES,
+    PageRenderer,
+    environment,
+    pcn_page_name,
+    render_pcn_pages,
+)
 from validator.pipeline import RunResult
 
 ON_SCREEN_FINDINGS = 500  # per PCN page; the rest are in exceptions.csv
 CHART_BARS = 30
-SEVERITIES = ("reject", "adjust", "query", "warning")
 SEVERITY_ORDER = {severity: number for number, severity in enumerate(SEVERITIES)}
-
-
-def environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        auto_reload=False,  # one run renders each template many times; never re-read it
-    )
-    env.filters["pounds"] = v.display_pounds
-    env.filters["thousands"] = lambda number: f"{number:,}"
-    return env
-
-
-def pcn_page_name(pcn_code: str) -> str:
-    return f"pcn/{pcn_code}.html"
 
 
 def _budget(row: dict) -> tuple[str, str]:
@@ -215,7 +202,9 @@ def _open_groups(result: RunResult, ordered: pl.DataFrame) -> dict[str, list[dic
         .group_by("pcn_code", "rule_id", maintain_order=True)
         .agg(pl.col("severity").first(), pl.len().alias("count"), pl.col("row").str.join(""))
     )
-    rules = {rule.id: rule for rule in result.catalogue.rules}
+    rules = {
+        rule.id: {"title": rule.title, "clause": rule.clause} for rule in result.catalogue.rules
+    }
     groups: dict[str, list[dict]] = {}
     for pcn_code, rule_id, severity, count, rows in shown.iter_rows():
         groups.setdefault(pcn_code, []).append(
@@ -224,13 +213,43 @@ def _open_groups(result: RunResult, ordered: pl.DataFrame) -> dict[str, list[dic
                 "severity": severity,
                 "rule": rules[rule_id],
                 "count": count,
-                "rows": Markup(rows),
+                "rows": rows,  # HTML, escaped: pages.py marks it safe
             }
         )
     return groups
 
 
-def render_pages(result: RunResult, started: dt.datetime, run_id: str) -> dict[str, str]:
+def _pcn_pages_job(result: RunResult, pcns: list[dict], context: dict) -> dict:
+    """What the PCN pages show, as plain Python values for pages.render_pcn_pages."""
+    has_history = result.resolved is not None
+    ordered = result.findings.with_columns(
+        pl.col("severity").replace_strict(SEVERITY_ORDER, return_dtype=pl.Int64).alias("order"),
+        *([] if has_history else [pl.lit("").alias("change")]),
+    ).sort("pcn_code", "order", "rule_id", "claim_month", "staff_id", "source_file", "source_line")
+    first = pl.int_range(pl.len()).over("pcn_code") < ON_SCREEN_FINDINGS
+    waived: dict[str, list[dict]] = {}
+    for row in ordered.filter(pl.col("status") == "waived").filter(first).to_dicts():
+        waived.setdefault(row["pcn_code"], []).append(row)
+    resolved: dict[str, list[dict]] = {}
+    if has_history:
+        for row in result.resolved.filter(first).to_dicts():
+            resolved.setdefault(row["pcn_code"], []).append(row)
+    return {
+        "context": context,
+        "pcns": pcns,
+        "groups": _open_groups(result, ordered),
+        "open_totals": dict(
+            ordered.filter(pl.col("status") == "open").group_by("pcn_code").len().iter_rows()
+        ),
+        "waived": waived,
+        "agreements": {row["agreement_id"]: row for row in result.agreements.to_dicts()},
+        "resolved": resolved,
+        "limit": ON_SCREEN_FINDINGS,
+    }
+
+
+def render_pages(result: RunResult, started: dt.datetime, run_id: str, folder: Path) -> None:
+    """Write index.html, rules.html and a page per PCN into `folder`."""
     env = environment()
     pcns = _pcn_rows(result)
     by_rule = _by_rule(result)
@@ -244,6 +263,29 @@ def render_pages(result: RunResult, started: dt.datetime, run_id: str) -> dict[s
         "show_names": result.options.show_names,
         "has_history": has_history,
     }
+    job = _pcn_pages_job(result, pcns, context)
+    # A child process renders the first half of the PCN pages while this one renders the
+    # rest and the index (see pages.py).
+    half = len(pcns) // 2
+    child_codes = {pcn["pcn_code"] for pcn in pcns[:half]}
+    renderer = PageRenderer(
+        {
+            **job,
+            "pcns": pcns[:half],
+            "groups": {code: job["groups"][code] for code in child_codes & job["groups"].keys()},
+        },
+        folder,
+    )
+    try:
+        write_files(folder, _index_pages(result, env, context, pcns, by_rule))
+        render_pcn_pages({**job, "pcns": pcns[half:]}, folder)
+        renderer.wait()
+    except BaseException:
+        renderer.stop()
+        raise
+
+
+def _index_pages(result, env, context, pcns, by_rule) -> dict[str, str]:
     totals = {
         name: sum(row[name] or 0 for row in pcns)
         for name in (
@@ -259,9 +301,9 @@ def render_pages(result: RunResult, started: dt.datetime, run_id: str) -> dict[s
         )
     }
     resolved_counts: dict[str, int] = {}
-    if has_history:
+    if result.resolved is not None:
         resolved_counts = dict(result.resolved.group_by("pcn_code").len().iter_rows())
-    pages = {
+    return {
         "index.html": env.get_template("index.html.j2").render(
             **context,
             root="",
@@ -282,46 +324,3 @@ def render_pages(result: RunResult, started: dt.datetime, run_id: str) -> dict[s
         ),
         "rules.html": env.get_template("rules.html.j2").render(**context, root="", by_rule=by_rule),
     }
-    agreements = {row["agreement_id"]: row for row in result.agreements.to_dicts()}
-    ordered = result.findings.with_columns(
-        pl.col("severity").replace_strict(SEVERITY_ORDER, return_dtype=pl.Int64).alias("order"),
-        *([] if has_history else [pl.lit("").alias("change")]),
-    ).sort("pcn_code", "order", "rule_id", "claim_month", "staff_id", "source_file", "source_line")
-    groups = _open_groups(result, ordered)
-    open_totals = dict(
-        ordered.filter(pl.col("status") == "open").group_by("pcn_code").len().iter_rows()
-    )
-    waived_by_pcn: dict[str, list[dict]] = {}
-    waived = ordered.filter(pl.col("status") == "waived")
-    for row in waived.filter(
-        pl.int_range(pl.len()).over("pcn_code") < ON_SCREEN_FINDINGS
-    ).to_dicts():
-        waived_by_pcn.setdefault(row["pcn_code"], []).append(row)
-    resolved_by_pcn: dict[str, list[dict]] = {}
-    if has_history:
-        for row in result.resolved.iter_rows(named=True):
-            resolved_by_pcn.setdefault(row["pcn_code"], []).append(row)
-    template = env.get_template("pcn.html.j2")
-    for pcn in pcns:
-        code = pcn["pcn_code"]
-        pcn_groups = groups.get(code, [])
-        sections = []
-        for severity in SEVERITIES:
-            in_severity = [group for group in pcn_groups if group["severity"] == severity]
-            if in_severity:
-                count = sum(group["count"] for group in in_severity)
-                sections.append({"severity": severity, "count": count, "groups": in_severity})
-        pages[pcn_page_name(code)] = template.render(
-            **context,
-            root="../",
-            pcn=pcn,
-            groups=pcn_groups,
-            sections=sections,
-            open_total=open_totals.get(code, 0),
-            shown_total=sum(group["count"] for group in pcn_groups),
-            waived=waived_by_pcn.get(code, []),
-            agreements=agreements,
-            resolved=resolved_by_pcn.get(code, [])[:ON_SCREEN_FINDINGS],
-            limit=ON_SCREEN_FINDINGS,
-        )
-    return pages

@@ -12,9 +12,10 @@ import datetime as dt
 import json
 import shutil
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from tqdm import tqdm
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 
 class RunLog:
@@ -43,6 +44,8 @@ class RunLog:
         if event == "file":
             if self.terminal:
                 if self.bar is None:
+                    from tqdm import tqdm  # only on a terminal: importing it costs 50 ms
+
                     self.bar = tqdm(
                         total=data["total"],
                         desc="reading claim files",

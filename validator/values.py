@@ -116,15 +116,6 @@ def round_half_up_div(numerator: pl.Expr, denominator: pl.Expr | int) -> pl.Expr
     return (numerator * 2 + denominator) // (denominator * 2)
 
 
-def display_pounds(pence: int | None) -> str:
-    """Integer pence for people: `£1,234.56`."""
-    if pence is None:
-        return "—"
-    sign = "-" if pence < 0 else ""
-    pounds, rest = divmod(abs(pence), 100)
-    return f"{sign}£{pounds:,}.{rest:02d}"
-
-
 def thousands_expr(number: pl.Expr) -> pl.Expr:
     """A non-negative integer with thousands separators (`1,234,567`), as Python's `:,`."""
     groups = [(number // 1000**level % 1000).cast(pl.String) for level in range(5)]
@@ -137,27 +128,15 @@ def thousands_expr(number: pl.Expr) -> pl.Expr:
 
 
 def display_pounds_expr(pence: pl.Expr) -> pl.Expr:
-    """display_pounds, vectorised: pence as `£1,234.56`, `—` for null."""
+    """Integer pence for people, as pages.display_pounds: `£1,234.56`, `—` for null."""
     sign = pl.when(pence < 0).then(pl.lit("-")).otherwise(pl.lit(""))
     pennies = (pence.abs() % 100).cast(pl.String).str.pad_start(2, "0")
     text = sign + "£" + thousands_expr(pence.abs() // 100) + "." + pennies
     return pl.when(pence.is_null()).then(pl.lit("—")).otherwise(text)
 
 
-def display_wte(units: int) -> str:
-    """WTE units as a short decimal: 0.8, 1, 0.533333."""
-    whole, rest = divmod(units * 1_000_000 // WTE_UNITS, 1_000_000)
-    text = f"{whole}.{rest:06d}".rstrip("0").rstrip(".")
-    exact = units * 1_000_000 % WTE_UNITS == 0
-    return text if exact else f"{text}…"
-
-
-def display_date(value: dt.date | None) -> str:
-    return value.strftime("%-d %b %Y") if value else "—"
-
-
 def display_wte_expr(units: pl.Expr) -> pl.Expr:
-    """display_wte, vectorised (null stays null)."""
+    """WTE units as a short decimal: 0.8, 1, 0.533333… (null stays null)."""
     micro = units * 1_000_000 // WTE_UNITS
     rest = (micro % 1_000_000).cast(pl.String).str.pad_start(6, "0").str.strip_chars_end("0")
     whole = (micro // 1_000_000).cast(pl.String)
@@ -166,7 +145,7 @@ def display_wte_expr(units: pl.Expr) -> pl.Expr:
 
 
 def display_date_expr(date: pl.Expr) -> pl.Expr:
-    """display_date, vectorised: `16 Jun 2021`, `—` for null."""
+    """A date for people: `16 Jun 2021`, `—` for null."""
     return date.dt.strftime("%-d %b %Y").fill_null("—")
 
 

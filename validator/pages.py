@@ -1,0 +1,140 @@
+"""The Jinja environment of the HTML report, and the PCN pages rendered in a second process.
+
+A national run has a page per PCN (1,250 of them), and Jinja renders in Python, on one core
+while the interpreter holds its lock. So the run prepares each page's data as plain Python
+values (report.py, with Polars), and a child process, `python -m validator.pages`, renders
+the pages from them while this process renders the index and builds the data files. The
+child imports Jinja only (no Polars), so it starts in a few tens of milliseconds; the job
+and the pages cross a pipe as pickles, between two processes of this same program.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import jinja2
+from markupsafe import Markup
+
+from validator.paths import TEMPLATES_DIR
+
+SEVERITIES = ("reject", "adjust", "query", "warning")
+
+
+def display_pounds(pence: int | None) -> str:
+    """Integer pence for people: `£1,234.56` (the report's `pounds` filter)."""
+    if pence is None:
+        return "—"
+    sign = "-" if pence < 0 else ""
+    pounds, rest = divmod(abs(pence), 100)
+    return f"{sign}£{pounds:,}.{rest:02d}"
+
+
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=False,  # one run renders each template many times; never re-read it
+    )
+    env.filters["pounds"] = display_pounds
+    env.filters["thousands"] = lambda number: f"{number:,}"
+    return env
+
+
+def pcn_page_name(pcn_code: str) -> str:
+    return f"pcn/{pcn_code}.html"
+
+
+def render_pcn_pages(job: dict, folder: Path, child: bool = False) -> None:
+    """Write every PCN's page of `job` (plain Python values, see report._pcn_pages_job)
+    into `folder`. `child`: this is the renderer process, which stops if its run dies."""
+    template = environment().get_template("pcn.html.j2")
+    (folder / "pcn").mkdir(exist_ok=True)
+    parent = os.getppid()
+    for pcn in job["pcns"]:
+        if child and os.getppid() != parent:
+            return  # the run that started this child was killed: its folder is abandoned
+        code = pcn["pcn_code"]
+        groups = [{**group, "rows": Markup(group["rows"])} for group in job["groups"].get(code, [])]
+        sections = []
+        for severity in SEVERITIES:
+            in_severity = [group for group in groups if group["severity"] == severity]
+            if in_severity:
+                count = sum(group["count"] for group in in_severity)
+                sections.append({"severity": severity, "count": count, "groups": in_severity})
+        page = template.render(
+            **job["context"],
+            root="../",
+            pcn=pcn,
+            groups=groups,
+            sections=sections,
+            open_total=job["open_totals"].get(code, 0),
+            shown_total=sum(group["count"] for group in groups),
+            waived=job["waived"].get(code, []),
+            agreements=job["agreements"],
+            resolved=job["resolved"].get(code, []),
+            limit=job["limit"],
+        )
+        (folder / pcn_page_name(code)).write_bytes(page.encode("utf-8"))
+
+
+class PageRenderer:
+    """render_pcn_pages(job, folder) in a child process, started at once; wait() waits for
+    it. A disk error in the child is raised here as the same OSError."""
+
+    def __init__(self, job: dict, folder: Path) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "validator.pages"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self._output: tuple[bytes, bytes] = (b"", b"")
+        payload = pickle.dumps((job, folder), protocol=pickle.HIGHEST_PROTOCOL)
+        # communicate() feeds the job and drains both pipes, so neither side ever blocks.
+        self._thread = threading.Thread(
+            target=self._communicate, args=(payload,), name="pcn-pages", daemon=True
+        )
+        self._thread.start()
+
+    def _communicate(self, payload: bytes) -> None:
+        self._output = self._process.communicate(payload)
+
+    def wait(self) -> None:
+        self._thread.join()
+        stdout, stderr = self._output
+        if self._process.returncode == 0 and stdout:
+            disk_error = pickle.loads(stdout)
+            raise OSError(*disk_error)
+        if self._process.returncode != 0:
+            raise RuntimeError(
+                f"the PCN page renderer (python -m validator.pages) exited with "
+                f"{self._process.returncode}: {stderr.decode(errors='replace').strip()}"
+            )
+
+    def stop(self) -> None:
+        """Stop the child if it still runs (the run is being abandoned)."""
+        if self._process.poll() is None:
+            self._process.kill()
+        self._thread.join()
+
+
+def main() -> None:
+    """The child: a pickled (job, folder) on stdin; on stdout nothing, or the pickled
+    (errno, strerror, filename) of a disk error."""
+    job, folder = pickle.load(sys.stdin.buffer)
+    try:
+        render_pcn_pages(job, folder, child=True)
+    except OSError as error:
+        sys.stdout.buffer.write(pickle.dumps((error.errno, error.strerror, error.filename)))
+
+
+if __name__ == "__main__":
+    main()
