@@ -27,7 +27,7 @@ def line_fields(
 ) -> pl.DataFrame:
     """Stage B figures for every schema-valid line (and the aggregates DUP-01/02 compare)."""
     month = pl.col("month_date")
-    month_last = month.dt.month_end()
+    month_last = pl.col("month_last_day")
     in_post_from = pl.max_horizontal(pl.col("employment_start"), month)
     in_post_to = pl.min_horizontal(pl.col("employment_end").fill_null(month_last), month_last)
     days_in_post = ((in_post_to - in_post_from).dt.total_days() + 1).clip(lower_bound=0)
@@ -40,12 +40,16 @@ def line_fields(
         .with_columns(pl.lit(1, dtype=pl.Int64).alias("training_accepted"))
     )
     # A batch spans a few months: their figures are computed once each and joined on.
-    months = typed.select(pl.col("claim_month").unique().alias("month_date")).with_columns(
-        v.yyyymm(month).alias("claim_month"),
-        v.yyyymmdd(month).alias("month_start"),
-        v.yyyymmdd(month_last).alias("month_end"),
-        month.dt.days_in_month().cast(pl.Int64).alias("days_in_month"),
-        v.financial_year_expr(month).alias("financial_year"),
+    months = (
+        typed.select(pl.col("claim_month").unique().alias("month_date"))
+        .with_columns(month.dt.month_end().alias("month_last_day"))
+        .with_columns(
+            v.yyyymm(month).alias("claim_month"),
+            v.yyyymmdd(month).alias("month_start"),
+            v.yyyymmdd(month_last).alias("month_end"),
+            month.dt.days_in_month().cast(pl.Int64).alias("days_in_month"),
+            v.financial_year_expr(month).alias("financial_year"),
+        )
     )
     lines = (
         typed.rename({"claim_month": "month_date"})
@@ -54,6 +58,7 @@ def line_fields(
             days_in_post.cast(pl.Int64).alias("days_in_post"),
             pl.lit(review.year * 100 + review.month, dtype=pl.Int64).alias("review_month"),
         )
+        .drop("month_last_day")
         .join(
             reference.roles.select(
                 "role",

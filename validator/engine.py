@@ -172,15 +172,18 @@ class RulesEngine:
         for name, count in zip(inputs.columns, inputs.null_count().row(0), strict=True):
             if count:
                 raise EngineError(f"input {name} has nulls; derive must fill them")
-        tuples = inputs.unique(maintain_order=True).with_row_index("tuple_no")
-        tuple_of_record = inputs.join(tuples, on=list(columns), how="left", maintain_order="left")[
-            "tuple_no"
-        ]
+        # One hash pass: each distinct tuple with the numbers of the records that have it.
+        tuples = (
+            inputs.with_row_index("record")
+            .group_by(list(columns), maintain_order=True)
+            .agg("record")
+        )
         verdicts = {}
         for rule in rules:
             fields = fields_of[rule.id]
-            fired = tuples.filter(self._decide(rule, tuples.select(fields), fields))["tuple_no"]
-            verdicts[rule.id] = tuple_of_record.is_in(fired.implode()).alias(rule.id)
+            fired = tuples.filter(self._decide(rule, tuples.select(fields), fields))
+            hit = pl.repeat(False, records.height, dtype=pl.Boolean, eager=True)
+            verdicts[rule.id] = hit.scatter(fired["record"].explode(), True).alias(rule.id)
         return verdicts
 
     def _decide(self, rule: Rule, inputs: pl.DataFrame, fields: list[str]) -> pl.Series:

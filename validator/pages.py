@@ -10,11 +10,11 @@ and the pages cross a pipe as pickles, between two processes of this same progra
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import jinja2
@@ -96,20 +96,15 @@ class PageRenderer:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
-        self._output: tuple[bytes, bytes] = (b"", b"")
-        payload = pickle.dumps((job, folder), protocol=pickle.HIGHEST_PROTOCOL)
-        # communicate() feeds the job and drains both pipes, so neither side ever blocks.
-        self._thread = threading.Thread(
-            target=self._communicate, args=(payload,), name="pcn-pages", daemon=True
-        )
-        self._thread.start()
-
-    def _communicate(self, payload: bytes) -> None:
-        self._output = self._process.communicate(payload)
+        # The job goes over in one write, which the child reads at once (feeding it from a
+        # thread instead would wait for the interpreter lock between every 64 KB). The child
+        # reads one pickle, so stdin stays open until wait().
+        with contextlib.suppress(BrokenPipeError):  # the child died: wait() tells why
+            self._process.stdin.write(pickle.dumps((job, folder), pickle.HIGHEST_PROTOCOL))
+            self._process.stdin.flush()
 
     def wait(self) -> None:
-        self._thread.join()
-        stdout, stderr = self._output
+        stdout, stderr = self._process.communicate()
         if self._process.returncode == 0 and stdout:
             disk_error = pickle.loads(stdout)
             raise OSError(*disk_error)
@@ -123,7 +118,7 @@ class PageRenderer:
         """Stop the child if it still runs (the run is being abandoned)."""
         if self._process.poll() is None:
             self._process.kill()
-        self._thread.join()
+        self._process.communicate()
 
 
 def main() -> None:

@@ -220,6 +220,9 @@ class _Run:
         with timer("schema"):
             failures, typed = check_claims(raw, self.reference.role_codes)
             rejected_rows = failures["row_no"].unique()
+            rows_read = raw.height
+            # From here on only the rejected rows' text is needed (their findings and sums).
+            raw = raw.filter(pl.col("row_no").is_in(rejected_rows.implode()))
         if self.review is None and typed.height:
             self.review = typed["claim_month"].max()
         review = self.review or dt.date.today().replace(day=1)
@@ -271,7 +274,7 @@ class _Run:
             lines=lines,
             unmatched_agreements=unmatched,
             agreements=self.agreements,
-            rows_read=raw.height,
+            rows_read=rows_read,
             rows_rejected_by_schema=rejected_rows.len(),
             rows_checked=typed.height,
             records_evaluated=records_evaluated,
@@ -397,20 +400,23 @@ class _Run:
                 .otherwise(pl.col("amount_claimed"))
                 .alias("amount_claimed")
             )
-        capped = capped.rename({"amount_claimed": "capped"})
-        return (
-            lines.join(capped, on="row_no", how="left")
-            .with_columns(
+        capped = capped.select(
+            "row_no", pl.col("amount_claimed").alias("capped"), pl.lit(True).alias("eligible")
+        )
+        # Joined on the two line columns it needs, so the wide line frame is not copied.
+        money = (
+            lines.select("row_no", "amount_claimed")
+            .join(capped, on="row_no", how="left", maintain_order="left")
+            .select(
                 pl.when(pl.col("row_no").is_in(rejected.implode()))
                 .then(0)
                 .otherwise(pl.col("capped").fill_null(0))
-                .alias("amount_allowed")
+                .alias("amount_allowed"),
+                pl.col("eligible").fill_null(False),
             )
-            .with_columns(
-                (pl.col("amount_claimed") - pl.col("amount_allowed")).alias("amount_at_risk"),
-                pl.col("row_no").is_in(eligible["row_no"].implode()).alias("eligible"),
-            )
-            .drop("capped")
+        )
+        return lines.with_columns(money).with_columns(
+            (pl.col("amount_claimed") - pl.col("amount_allowed")).alias("amount_at_risk")
         )
 
     def _pcn_stage(self, engine, lines, review) -> pl.DataFrame | None:

@@ -266,7 +266,7 @@ def render_pages(result: RunResult, started: dt.datetime, run_id: str, folder: P
     job = _pcn_pages_job(result, pcns, context)
     # A child process renders the first half of the PCN pages while this one renders the
     # rest and the index (see pages.py).
-    half = len(pcns) // 2
+    half = len(pcns) * 3 // 5
     child_codes = {pcn["pcn_code"] for pcn in pcns[:half]}
     renderer = PageRenderer(
         {
