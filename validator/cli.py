@@ -17,7 +17,6 @@ import sys
 import textwrap
 import traceback
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from validator import __version__
@@ -25,7 +24,7 @@ from validator.catalogue import Catalogue, Rule, load_catalogue
 from validator.errors import ConfigError, EngineError
 from validator.outputs import Staging, clear_leftovers, data_files, write_outputs
 from validator.pipeline import RunOptions, run_validation
-from validator.report import render_pages, render_rule_reference
+from validator.report import render_rule_reference, start_pages
 from validator.runlog import RunLog
 from validator.unattended import (
     LockHeld,
@@ -245,18 +244,20 @@ def command_run(args: argparse.Namespace) -> int:
         else:
             exit_code = EXIT_CLEAN
         log.progress("phase", {"name": "report"})
-        staging = None
+        staging = rendering = None
         try:
-            # The data files are built on a second thread while the pages are rendered.
-            with ThreadPoolExecutor(1, thread_name_prefix="data-files") as pool:
-                data = pool.submit(data_files, result, run_id)
-                staging = Staging(out, clearing)
-                with result.timings("report"):
-                    render_pages(result, started, run_id, staging.folder)
-                log.progress("phase", {"name": "outputs"})
-                with result.timings("outputs"):
-                    write_outputs(result, staging, started, exit_code, run_id, data.result())
+            staging = Staging(out, clearing)
+            with result.timings("report"):
+                # Child processes render the pages while this one builds the data files.
+                rendering = start_pages(result, started, run_id, staging.folder)
+                data = data_files(result, run_id)
+                rendering.wait()
+            log.progress("phase", {"name": "outputs"})
+            with result.timings("outputs"):
+                write_outputs(result, staging, started, exit_code, run_id, data)
         except BaseException as error:
+            if rendering is not None:
+                rendering.stop()
             if staging is not None:
                 staging.discard()  # the previous outputs stay as they were
             if not isinstance(error, OSError):

@@ -214,9 +214,8 @@ class Staging:
 
 
 def data_files(result: RunResult, run_id: str) -> dict[str, bytes | str]:
-    """The findings as data: exceptions.csv, summary.csv, exceptions.json, exceptions.xlsx.
-    Built mostly by Polars and zlib, which let go of the GIL, so the CLI builds them on a
-    second thread while Jinja renders the pages."""
+    """The findings as data: exceptions.csv, summary.csv, exceptions.json, exceptions.xlsx
+    (the CLI builds them while child processes render the pages)."""
     return {
         "exceptions.csv": exceptions_csv(result),
         "summary.csv": summary_csv(result),

@@ -1,11 +1,11 @@
-"""The Jinja environment of the HTML report, and the PCN pages rendered in a second process.
+"""The Jinja environment of the HTML report, and the pages rendered in child processes.
 
 A national run has a page per PCN (1,250 of them), and Jinja renders in Python, on one core
-while the interpreter holds its lock. So the run prepares each page's data as plain Python
-values (report.py, with Polars), and a child process, `python -m validator.pages`, renders
-the pages from them while this process renders the index and builds the data files. The
-child imports Jinja only (no Polars), so it starts in a few tens of milliseconds; the job
-and the pages cross a pipe as pickles, between two processes of this same program.
+while the interpreter holds its lock. So the run prepares every page's data as plain Python
+values (report.py, with Polars), and two child processes, `python -m validator.pages`,
+render the pages from them straight into the staging folder while the run builds the data
+files. A child imports Jinja only (no Polars), so it starts in a few tens of milliseconds;
+its job crosses a pipe as a pickle, between processes of this same program.
 """
 
 from __future__ import annotations
@@ -52,10 +52,24 @@ def pcn_page_name(pcn_code: str) -> str:
     return f"pcn/{pcn_code}.html"
 
 
-def render_pcn_pages(job: dict, folder: Path, child: bool = False) -> None:
-    """Write every PCN's page of `job` (plain Python values, see report._pcn_pages_job)
-    into `folder`. `child`: this is the renderer process, which stops if its run dies."""
-    template = environment().get_template("pcn.html.j2")
+def render_job(job: dict, folder: Path, child: bool = False) -> None:
+    """Write the pages of `job` (plain Python values, see report.start_pages) into `folder`:
+    index.html and rules.html if it has an `index`, and each of its PCNs' pages. `child`:
+    this is a renderer process, which stops if its run dies."""
+    env = environment()
+    if "index" in job:
+        index = job["index"]
+        pages = {
+            "index.html": env.get_template("index.html.j2").render(
+                **index, page_name=pcn_page_name
+            ),
+            "rules.html": env.get_template("rules.html.j2").render(
+                **job["context"], root="", by_rule=index["by_rule"]
+            ),
+        }
+        for name, page in pages.items():
+            (folder / name).write_bytes(page.encode("utf-8"))
+    template = env.get_template("pcn.html.j2")
     (folder / "pcn").mkdir(exist_ok=True)
     parent = os.getppid()
     for pcn in job["pcns"]:
@@ -85,9 +99,34 @@ def render_pcn_pages(job: dict, folder: Path, child: bool = False) -> None:
         (folder / pcn_page_name(code)).write_bytes(page.encode("utf-8"))
 
 
+class Rendering:
+    """Jobs rendered by child processes (PageRenderer), one each, started at once."""
+
+    def __init__(self, jobs: list[dict], folder: Path) -> None:
+        self.renderers: list[PageRenderer] = []
+        try:
+            for job in jobs:
+                self.renderers.append(PageRenderer(job, folder))
+        except BaseException:
+            self.stop()
+            raise
+
+    def wait(self) -> None:
+        try:
+            for renderer in self.renderers:
+                renderer.wait()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        for renderer in self.renderers:
+            renderer.stop()
+
+
 class PageRenderer:
-    """render_pcn_pages(job, folder) in a child process, started at once; wait() waits for
-    it. A disk error in the child is raised here as the same OSError."""
+    """render_job(job, folder) in a child process, started at once; wait() waits for it.
+    A disk error in the child is raised here as the same OSError."""
 
     def __init__(self, job: dict, folder: Path) -> None:
         self._process = subprocess.Popen(
@@ -126,7 +165,7 @@ def main() -> None:
     (errno, strerror, filename) of a disk error."""
     job, folder = pickle.load(sys.stdin.buffer)
     try:
-        render_pcn_pages(job, folder, child=True)
+        render_job(job, folder, child=True)
     except OSError as error:
         sys.stdout.buffer.write(pickle.dumps((error.errno, error.strerror, error.filename)))
 

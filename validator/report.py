@@ -10,6 +10,7 @@ with the full list in exceptions.csv.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 
@@ -18,14 +19,7 @@ import polars as pl
 from validator import __version__
 from validator import values as v
 from validator.catalogue import Catalogue
-from validator.outputs import write_files
-from validator.pages import (
-    SEVERITIES,
-    PageRenderer,
-    environment,
-    pcn_page_name,
-    render_pcn_pages,
-)
+from validator.pages import SEVERITIES, Rendering, environment
 from validator.pipeline import RunResult
 
 ON_SCREEN_FINDINGS = 500  # per PCN page; the rest are in exceptions.csv
@@ -220,7 +214,7 @@ def _open_groups(result: RunResult, ordered: pl.DataFrame) -> dict[str, list[dic
 
 
 def _pcn_pages_job(result: RunResult, pcns: list[dict], context: dict) -> dict:
-    """What the PCN pages show, as plain Python values for pages.render_pcn_pages."""
+    """What the PCN pages show, as plain Python values for pages.render_job."""
     has_history = result.resolved is not None
     ordered = result.findings.with_columns(
         pl.col("severity").replace_strict(SEVERITY_ORDER, return_dtype=pl.Int64).alias("order"),
@@ -248,12 +242,12 @@ def _pcn_pages_job(result: RunResult, pcns: list[dict], context: dict) -> dict:
     }
 
 
-def render_pages(result: RunResult, started: dt.datetime, run_id: str, folder: Path) -> None:
-    """Write index.html, rules.html and a page per PCN into `folder`."""
-    env = environment()
+def start_pages(result: RunResult, started: dt.datetime, run_id: str, folder: Path) -> Rendering:
+    """Begin writing index.html, rules.html and a page per PCN into `folder`: two child
+    processes render them from plain Python values (pages.py) while this process goes on
+    with the data files. Returns the rendering, to wait for (or stop)."""
     pcns = _pcn_rows(result)
     by_rule = _by_rule(result)
-    has_history = result.resolved is not None
     context = {
         "version": __version__,
         "run_id": run_id,
@@ -261,31 +255,28 @@ def render_pages(result: RunResult, started: dt.datetime, run_id: str, folder: P
         "started": started.isoformat(timespec="seconds"),
         "catalogue_digest": result.catalogue.digest,
         "show_names": result.options.show_names,
-        "has_history": has_history,
+        "has_history": result.resolved is not None,
     }
     job = _pcn_pages_job(result, pcns, context)
-    # A child process renders the first half of the PCN pages while this one renders the
-    # rest and the index (see pages.py).
-    half = len(pcns) * 3 // 5
-    child_codes = {pcn["pcn_code"] for pcn in pcns[:half]}
-    renderer = PageRenderer(
-        {
-            **job,
-            "pcns": pcns[:half],
-            "groups": {code: job["groups"][code] for code in child_codes & job["groups"].keys()},
-        },
-        folder,
-    )
-    try:
-        write_files(folder, _index_pages(result, env, context, pcns, by_rule))
-        render_pcn_pages({**job, "pcns": pcns[half:]}, folder)
-        renderer.wait()
-    except BaseException:
-        renderer.stop()
-        raise
+    index = _index_job(result, context, pcns, by_rule)
+    # The first child also renders the index, worth about a fifth of the PCN pages.
+    split = len(pcns) * 2 // 5
+    parts = [({**_part(job, pcns[:split]), "index": index}), _part(job, pcns[split:])]
+    return Rendering(parts, folder)
 
 
-def _index_pages(result, env, context, pcns, by_rule) -> dict[str, str]:
+def _part(job: dict, pcns: list[dict]) -> dict:
+    """The job for some of the PCNs: their rows, and the findings of only those PCNs."""
+    codes = {pcn["pcn_code"] for pcn in pcns}
+    return {
+        **job,
+        "pcns": pcns,
+        "groups": {code: job["groups"][code] for code in codes & job["groups"].keys()},
+    }
+
+
+def _index_job(result: RunResult, context: dict, pcns: list[dict], by_rule: list[dict]) -> dict:
+    """What index.html and rules.html show, as plain Python values."""
     totals = {
         name: sum(row[name] or 0 for row in pcns)
         for name in (
@@ -304,23 +295,19 @@ def _index_pages(result, env, context, pcns, by_rule) -> dict[str, str]:
     if result.resolved is not None:
         resolved_counts = dict(result.resolved.group_by("pcn_code").len().iter_rows())
     return {
-        "index.html": env.get_template("index.html.j2").render(
-            **context,
-            root="",
-            files=result.files,
-            rows_read=result.rows_read,
-            rows_rejected=result.rows_rejected_by_schema,
-            rows_checked=result.rows_checked,
-            pcns=pcns,
-            totals=totals,
-            by_rule=by_rule,
-            charts=_charts(pcns, by_rule, _month_series(result)),
-            unmatched=result.unmatched_agreements.to_dicts(),
-            unplaced=result.findings.filter(pl.col("pcn_code") == "")
-            .head(ON_SCREEN_FINDINGS)
-            .to_dicts(),
-            resolved_counts=resolved_counts,
-            page_name=pcn_page_name,
-        ),
-        "rules.html": env.get_template("rules.html.j2").render(**context, root="", by_rule=by_rule),
+        **context,
+        "root": "",
+        "files": [dataclasses.asdict(file) for file in result.files],
+        "rows_read": result.rows_read,
+        "rows_rejected": result.rows_rejected_by_schema,
+        "rows_checked": result.rows_checked,
+        "pcns": pcns,
+        "totals": totals,
+        "by_rule": by_rule,
+        "charts": _charts(pcns, by_rule, _month_series(result)),
+        "unmatched": result.unmatched_agreements.to_dicts(),
+        "unplaced": result.findings.filter(pl.col("pcn_code") == "")
+        .head(ON_SCREEN_FINDINGS)
+        .to_dicts(),
+        "resolved_counts": resolved_counts,
     }
