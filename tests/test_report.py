@@ -286,3 +286,42 @@ def test_previous_run_marks_new_persisting_and_resolved(tmp_path):
     assert [(f["rule_id"], f["staff_id"]) for f in document["resolved"]] == [("TRN-01", "S2")]
     page = (tmp_path / "run2" / "pcn" / "U10001.html").read_text()
     assert "Resolved since the previous run (1)" in page
+
+
+def test_pages_are_the_same_when_no_renderer_process_can_start(tmp_path, monkeypatch):
+    """The pages come from two child processes; if the interpreter cannot be started again,
+    the run renders them itself, and they are the same pages."""
+    import datetime as dt
+
+    from validator import pages
+    from validator.pipeline import RunOptions, run_validation
+    from validator.report import start_pages
+
+    result = run_validation(
+        RunOptions(
+            claims=[str(PROJECT / "sample_claims" / "claims")],
+            pcns=PROJECT / "sample_claims" / "pcns.csv",
+            agreements=PROJECT / "sample_claims" / "agreements.csv",
+            month="2021-12",
+        )
+    )
+    started = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    written = {}
+    for way in ("children", "here"):
+        if way == "here":
+
+            def cannot_start(self):
+                raise PermissionError(13, "Permission denied", "python3.11")
+
+            monkeypatch.setattr(pages.PageRenderer, "__init__", cannot_start)
+        folder = tmp_path / way
+        folder.mkdir()
+        rendering = pages.Rendering()
+        assert len(rendering.renderers) == (2 if way == "children" else 0)
+        start_pages(result, started, "run-1", folder, rendering)
+        rendering.wait()
+        written[way] = {
+            str(path.relative_to(folder)): path.read_bytes() for path in folder.rglob("*.html")
+        }
+    assert len(written["here"]) == 2 + 7  # index, rules and the sample's seven PCNs
+    assert written["here"] == written["children"]

@@ -23,6 +23,7 @@ from validator import __version__
 from validator.catalogue import Catalogue, Rule, load_catalogue
 from validator.errors import ConfigError, EngineError
 from validator.outputs import Staging, clear_leftovers, data_files, write_outputs
+from validator.pages import Rendering
 from validator.pipeline import RunOptions, run_validation
 from validator.report import render_rule_reference, start_pages
 from validator.runlog import RunLog
@@ -224,13 +225,14 @@ def command_run(args: argparse.Namespace) -> int:
             f"--out {pattern}: cannot create the lock file {lock.path} "
             f"({error.strerror or error}); choose a writable output folder"
         ) from None
-    clearing = None
+    clearing = rendering = None
     try:
         if lock.stale_holder:
             log.event("stale_lock_cleared", holder=lock.stale_holder, lock=str(lock.path))
         log.event("start", claims=config.claims, pcns=config.pcns, out=pattern, month=month)
         if out is not None:
             clearing = clear_leftovers(out)
+        rendering = Rendering()  # the page renderers start while the run validates
         result = run_validation(options)
         review = f"{result.review_month:%Y-%m}" if result.review_month else None
         if out is None:
@@ -244,20 +246,19 @@ def command_run(args: argparse.Namespace) -> int:
         else:
             exit_code = EXIT_CLEAN
         log.progress("phase", {"name": "report"})
-        staging = rendering = None
+        staging = None
         try:
             staging = Staging(out, clearing)
             with result.timings("report"):
                 # Child processes render the pages while this one builds the data files.
-                rendering = start_pages(result, started, run_id, staging.folder)
+                start_pages(result, started, run_id, staging.folder, rendering)
                 data = data_files(result, run_id)
                 rendering.wait()
             log.progress("phase", {"name": "outputs"})
             with result.timings("outputs"):
                 write_outputs(result, staging, started, exit_code, run_id, data)
         except BaseException as error:
-            if rendering is not None:
-                rendering.stop()
+            rendering.stop()
             if staging is not None:
                 staging.discard()  # the previous outputs stay as they were
             if not isinstance(error, OSError):
@@ -271,6 +272,8 @@ def command_run(args: argparse.Namespace) -> int:
             log.event("finish", exit_code=EXIT_INPUT, error=str(error))
             return EXIT_INPUT
     finally:
+        if rendering is not None:
+            rendering.stop()  # (a no-op once they have finished)
         if clearing is not None:
             clearing.join()  # removal is done before the lock is let go
         lock.release()

@@ -52,11 +52,13 @@ def pcn_page_name(pcn_code: str) -> str:
     return f"pcn/{pcn_code}.html"
 
 
-def render_job(job: dict, folder: Path, child: bool = False) -> None:
+def render_job(
+    job: dict, folder: Path, env: jinja2.Environment | None = None, child: bool = False
+) -> None:
     """Write the pages of `job` (plain Python values, see report.start_pages) into `folder`:
     index.html and rules.html if it has an `index`, and each of its PCNs' pages. `child`:
     this is a renderer process, which stops if its run dies."""
-    env = environment()
+    env = env or environment()
     if "index" in job:
         index = job["index"]
         pages = {
@@ -100,18 +102,35 @@ def render_job(job: dict, folder: Path, child: bool = False) -> None:
 
 
 class Rendering:
-    """Jobs rendered by child processes (PageRenderer), one each, started at once."""
+    """Child processes (PageRenderer) that render the pages, one job each. They are started
+    before the run validates, so their start-up (Python, Jinja, compiling the templates)
+    overlaps the validation, and each is sent its job when the findings are known."""
 
-    def __init__(self, jobs: list[dict], folder: Path) -> None:
+    def __init__(self, count: int = 2) -> None:
         self.renderers: list[PageRenderer] = []
+        self._here: list[tuple[dict, Path]] = []  # jobs rendered in this process
         try:
-            for job in jobs:
-                self.renderers.append(PageRenderer(job, folder))
+            for _ in range(count):
+                self.renderers.append(PageRenderer())
+        except OSError:
+            # The interpreter cannot be started again (e.g. its path is not executable by
+            # this user): this process renders the pages itself, only more slowly.
+            self.stop()
+            self.renderers = []
         except BaseException:
             self.stop()
             raise
 
+    def send(self, jobs: list[dict], folder: Path) -> None:
+        if not self.renderers:
+            self._here = [(job, folder) for job in jobs]
+            return
+        for renderer, job in zip(self.renderers, jobs, strict=True):
+            renderer.send(job, folder)
+
     def wait(self) -> None:
+        for job, folder in self._here:
+            render_job(job, folder)
         try:
             for renderer in self.renderers:
                 renderer.wait()
@@ -120,21 +139,26 @@ class Rendering:
             raise
 
     def stop(self) -> None:
+        """Stop the children still running (the run ended without needing them, or is
+        being abandoned)."""
         for renderer in self.renderers:
             renderer.stop()
 
 
 class PageRenderer:
-    """render_job(job, folder) in a child process, started at once; wait() waits for it.
-    A disk error in the child is raised here as the same OSError."""
+    """A child process that renders one job into a folder (render_job); send() gives it the
+    job, wait() waits for it. A disk error in the child is raised here as the same OSError."""
 
-    def __init__(self, job: dict, folder: Path) -> None:
+    def __init__(self) -> None:
         self._process = subprocess.Popen(
             [sys.executable, "-m", "validator.pages"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
+        self._finished = False
+
+    def send(self, job: dict, folder: Path) -> None:
         # The job goes over in one write, which the child reads at once (feeding it from a
         # thread instead would wait for the interpreter lock between every 64 KB). The child
         # reads one pickle, so stdin stays open until wait().
@@ -144,6 +168,7 @@ class PageRenderer:
 
     def wait(self) -> None:
         stdout, stderr = self._process.communicate()
+        self._finished = True
         if self._process.returncode == 0 and stdout:
             disk_error = pickle.loads(stdout)
             raise OSError(*disk_error)
@@ -154,18 +179,27 @@ class PageRenderer:
             )
 
     def stop(self) -> None:
-        """Stop the child if it still runs (the run is being abandoned)."""
+        if self._finished:
+            return
         if self._process.poll() is None:
             self._process.kill()
         self._process.communicate()
+        self._finished = True
 
 
 def main() -> None:
-    """The child: a pickled (job, folder) on stdin; on stdout nothing, or the pickled
-    (errno, strerror, filename) of a disk error."""
-    job, folder = pickle.load(sys.stdin.buffer)
+    """The child: compiles the templates, then reads a pickled (job, folder) on stdin (none
+    if the run ended first); on stdout nothing, or the pickled (errno, strerror, filename)
+    of a disk error."""
+    env = environment()
+    for name in ("index.html.j2", "rules.html.j2", "pcn.html.j2"):
+        env.get_template(name)
     try:
-        render_job(job, folder, child=True)
+        job, folder = pickle.load(sys.stdin.buffer)
+    except EOFError:
+        return  # the run needed no pages (it stopped, or failed before its report)
+    try:
+        render_job(job, folder, env, child=True)
     except OSError as error:
         sys.stdout.buffer.write(pickle.dumps((error.errno, error.strerror, error.filename)))
 

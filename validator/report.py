@@ -242,10 +242,12 @@ def _pcn_pages_job(result: RunResult, pcns: list[dict], context: dict) -> dict:
     }
 
 
-def start_pages(result: RunResult, started: dt.datetime, run_id: str, folder: Path) -> Rendering:
-    """Begin writing index.html, rules.html and a page per PCN into `folder`: two child
-    processes render them from plain Python values (pages.py) while this process goes on
-    with the data files. Returns the rendering, to wait for (or stop)."""
+def start_pages(
+    result: RunResult, started: dt.datetime, run_id: str, folder: Path, rendering: Rendering
+) -> None:
+    """Begin writing index.html, rules.html and a page per PCN into `folder`: the child
+    processes of `rendering` render them from plain Python values (pages.py) while this
+    process goes on with the data files; rendering.wait() waits for them."""
     pcns = _pcn_rows(result)
     by_rule = _by_rule(result)
     context = {
@@ -261,8 +263,7 @@ def start_pages(result: RunResult, started: dt.datetime, run_id: str, folder: Pa
     index = _index_job(result, context, pcns, by_rule)
     # The first child also renders the index, worth about a fifth of the PCN pages.
     split = len(pcns) * 2 // 5
-    parts = [({**_part(job, pcns[:split]), "index": index}), _part(job, pcns[split:])]
-    return Rendering(parts, folder)
+    rendering.send([{**_part(job, pcns[:split]), "index": index}, _part(job, pcns[split:])], folder)
 
 
 def _part(job: dict, pcns: list[dict]) -> dict:
