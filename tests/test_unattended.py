@@ -207,3 +207,16 @@ def test_progress_bar_on_a_terminal(tmp_path):
     status = pty.spawn(command, read) if sys.platform.startswith("linux") else None
     assert os.waitstatus_to_exitcode(status) == 0
     assert b"reading claim files" in bytes(output)
+
+
+def test_replaced_outputs_wait_beside_until_the_next_run_removes_them(tmp_path):
+    out = tmp_path / "out"
+    assert run_small(tmp_path, out).returncode == 0
+    assert not list(tmp_path.glob(".out.old-*"))  # nothing was replaced
+    first_run = json.loads((out / "manifest.json").read_text())["run_id"]
+    assert run_small(tmp_path, out).returncode == 0
+    (replaced,) = tmp_path.glob(".out.old-*")
+    assert json.loads((replaced / "manifest.json").read_text())["run_id"] == first_run
+    assert run_small(tmp_path, out).returncode == 0
+    assert not replaced.exists()
+    assert len(list(tmp_path.glob(".out.old-*"))) == 1  # only the second run's outputs
