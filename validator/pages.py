@@ -16,11 +16,12 @@ import pickle
 import subprocess
 import sys
 from pathlib import Path
-
-import jinja2
-from markupsafe import Markup
+from typing import TYPE_CHECKING
 
 from validator.paths import TEMPLATES_DIR
+
+if TYPE_CHECKING:
+    import jinja2
 
 SEVERITIES = ("reject", "adjust", "query", "warning")
 
@@ -35,6 +36,8 @@ def display_pounds(pence: int | None) -> str:
 
 
 def environment() -> jinja2.Environment:
+    import jinja2  # imported here: a run's own process renders no page (see Rendering)
+
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
         autoescape=True,
@@ -58,6 +61,8 @@ def render_job(
     """Write the pages of `job` (plain Python values, see report.start_pages) into `folder`:
     index.html and rules.html if it has an `index`, and each of its PCNs' pages. `child`:
     this is a renderer process, which stops if its run dies."""
+    from markupsafe import Markup
+
     env = env or environment()
     if "index" in job:
         index = job["index"]
