@@ -1,11 +1,14 @@
 """`make bench`: generate national-scale batches, run the real CLI on each, report figures.
 
+Before and after, it times a fixed loop of Python alone and as two processes at once: this
+machine's two cores are shared with other machines' work, and the runs slow when they are.
+
 For each size it prints and writes to bench/results.json: lines, the median wall time of
 the end-to-end run and of each phase (read, schema, derive, rules, findings, report,
 outputs), lines per second, peak resident memory, the index page's size, and the ratio of
 the run to the time Polars alone takes to read the same CSV files.
 
-    .venv/bin/python tools/bench.py [--runs 3] [--sizes month,year,million]
+    .venv/bin/python tools/bench.py [--runs 5] [--sizes month,year,million]
 """
 
 from __future__ import annotations
@@ -127,6 +130,26 @@ def polars_read_seconds(folder: Path) -> float:
     return time.perf_counter() - started
 
 
+_SPIN = (
+    "import time; t = time.perf_counter(); sum(range(20_000_000)); print(time.perf_counter() - t)"
+)
+
+
+def calibration() -> dict:
+    """How free the two cores are just now: the seconds a fixed loop of Python takes alone,
+    and as two processes at once. On a shared host the second figure can be half as fast
+    again as the first, and every run below slows with it."""
+
+    def spin(count: int) -> list[float]:
+        spinning = [
+            subprocess.Popen([sys.executable, "-c", _SPIN], stdout=subprocess.PIPE, text=True)
+            for _ in range(count)
+        ]
+        return [round(float(process.communicate()[0]), 2) for process in spinning]
+
+    return {"one_process_s": spin(1)[0], "two_processes_s": spin(2)}
+
+
 def targets(sizes: dict) -> list[str]:
     """Issue #5's targets against the medians measured (sizes not run are left out)."""
     checks = []
@@ -146,7 +169,7 @@ def targets(sizes: dict) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--sizes", default="month,year,million")
     args = parser.parse_args()
     results = {
@@ -157,6 +180,8 @@ def main() -> None:
         },
         "sizes": {},
     }
+    results["machine"]["calibration_before"] = calibration()
+    print(f"calibration before: {results['machine']['calibration_before']}", flush=True)
     for name in args.sizes.split(","):
         folder, info = batch(name)
         runs = [run_once(folder, info["review_month"]) for _ in range(args.runs)]
@@ -190,6 +215,8 @@ def main() -> None:
             f"x{figures['ratio_to_polars_read']} Polars read\n          {phases}",
             flush=True,
         )
+    results["machine"]["calibration_after"] = calibration()
+    print(f"calibration after: {results['machine']['calibration_after']}")
     results["targets"] = targets(results["sizes"])
     for line in results["targets"]:
         print(line)
