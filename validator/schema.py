@@ -175,7 +175,9 @@ def build_schema() -> tuple[pa.DataFrameSchema, dict[tuple[str, str], str]]:
 def check_claims(claims: pl.DataFrame, roles: list[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Stage A. Returns the schema failures (one row per bad field of every row: row_no,
     column, value as read, problem) and the typed values of the rows that passed."""
-    shaped = with_values(claims.filter(pl.col("row_problem").is_null()), roles)
+    # Every row is shaped (not a filtered copy of the text); a row with a row_problem is
+    # reported as a whole and its fields are not, below.
+    shaped = with_values(claims, roles)
     failures = [
         claims.filter(pl.col("row_problem").is_not_null()).select(
             "row_no",
@@ -200,8 +202,11 @@ def check_claims(claims: pl.DataFrame, roles: list[str]) -> tuple[pl.DataFrame, 
         bad = (
             shaped.with_row_index("index")
             .with_columns(pl.col("index").cast(pl.Int64))
-            .filter(pl.col("index").is_in(found["index"].implode()))
+            .filter(
+                pl.col("index").is_in(found["index"].implode()) & pl.col("row_problem").is_null()
+            )
         )
+        found = found.filter(pl.col("index").is_in(bad["index"].implode()))
         cells = pl.concat(
             [
                 bad.select(
