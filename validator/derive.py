@@ -145,6 +145,30 @@ def _annual_maxima(lines: pl.DataFrame, reference: Reference) -> pl.DataFrame:
     return found
 
 
+# The line columns cost_fields reads, and those the run keeps with each eligible line
+# (its keys and its claim); the eligible lines carry these and their rules' fields only.
+COST_INPUTS = (
+    "row_no",
+    "pcn_code",
+    "staff_id",
+    "role",
+    "afc_band",
+    "area",
+    "month_date",
+    "wte_units",
+    "days_in_post",
+    "days_in_month",
+    "monthly_salary",
+    "employer_ni",
+    "employer_pension",
+    "subcontract_fee",
+    "cost_share",
+    "reimbursement_start",
+    "level7_signoff_date",
+    "amount_claimed",
+)
+
+
 def cost_fields(
     eligible: pl.DataFrame, reference: Reference, deadline_extensions: pl.DataFrame
 ) -> pl.DataFrame:

@@ -233,18 +233,28 @@ class _Run:
         with RulesEngine(self.catalogue.active, self.options.engine_mode) as engine:
             schema_found = self._schema_stage(engine, raw, failures)
             lines = derive.line_fields(typed, self.reference, self.register, review)
+            rows_checked = typed.height
+            del typed  # its values live on in `lines`; freed now, the peak is lower
             line_rules = self.catalogue.applying_to("checked_lines")
             stage_b = [rule for rule in line_rules if rule.stage == "B"]
             found_b = self._record(self._line_findings(engine, stage_b, lines))
             blocked = found_b.filter(pl.col("status") == "open")["row_no"].unique()
-            eligible_base = lines.filter(~pl.col("row_no").is_in(blocked.implode()))
+            eligible_rules = self.catalogue.applying_to("eligible_lines")
+            # Only the columns stage C reads: the eligible lines are nearly all the lines,
+            # and a copy of every column would be the run's largest frame.
+            wanted = {
+                *derive.COST_INPUTS,
+                *(name for rule in eligible_rules for name in rule.fields),
+            }
+            eligible_base = lines.select(name for name in lines.columns if name in wanted).filter(
+                ~pl.col("row_no").is_in(blocked.implode())
+            )
             extensions = self._deadline_extensions(eligible_base)
             eligible = derive.cost_fields(eligible_base, self.reference, extensions)
+            del eligible_base
             stage_c_all = [rule for rule in line_rules if rule.stage != "B"]
             self._record(self._line_findings(engine, stage_c_all, lines))
-            self._record(
-                self._line_findings(engine, self.catalogue.applying_to("eligible_lines"), eligible)
-            )
+            self._record(self._line_findings(engine, eligible_rules, eligible))
             line_found = pl.concat(self.found[1:]) if len(self.found) > 1 else None
             lines = self._money(lines, eligible, line_found)
             pcn_found = self._pcn_stage(engine, lines, review)
@@ -276,7 +286,7 @@ class _Run:
             agreements=self.agreements,
             rows_read=rows_read,
             rows_rejected_by_schema=rejected_rows.len(),
-            rows_checked=typed.height,
+            rows_checked=rows_checked,
             records_evaluated=records_evaluated,
             timings=timer,
             resolved=resolved,
