@@ -55,7 +55,7 @@ def batch(name: str) -> tuple[Path, dict]:
 
 class TreeMemory:
     """Samples, every 20 ms, the resident memory of a process and its children (the page
-    renderers), whose own peaks wait4 does not report."""
+    renderer), whose own peaks wait4 does not report."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
@@ -199,7 +199,7 @@ def main() -> None:
             "phase_seconds_median": {phase: round(median[phase], 2) for phase in PHASES},
             "lines_per_second": round(info["lines"] / median["wall"]),
             "peak_rss_mb": round(max(run["peak_rss_mb"] for run in runs)),
-            "peak_rss_with_page_renderers_mb": round(max(run["peak_tree_rss_mb"] for run in runs)),
+            "peak_rss_with_page_renderer_mb": round(max(run["peak_tree_rss_mb"] for run in runs)),
             "index_html_kb": round((folder / "out" / "index.html").stat().st_size / 1024),
             "polars_read_seconds": round(polars_read, 2),
             "ratio_to_polars_read": round(median["wall"] / polars_read, 1),
@@ -209,8 +209,8 @@ def main() -> None:
         print(
             f"{name:8s} {figures['lines']:>9,} lines  {figures['wall_seconds_median']:6.2f} s "
             f"(median of {args.runs})  {figures['lines_per_second']:>9,} lines/s  "
-            f"peak {figures['peak_rss_mb']:,} MB (with page renderers "
-            f"{figures['peak_rss_with_page_renderers_mb']:,} MB)  "
+            f"peak {figures['peak_rss_mb']:,} MB (with the page renderer "
+            f"{figures['peak_rss_with_page_renderer_mb']:,} MB)  "
             f"index {figures['index_html_kb']} KB  "
             f"x{figures['ratio_to_polars_read']} Polars read\n          {phases}",
             flush=True,

@@ -232,7 +232,7 @@ def command_run(args: argparse.Namespace) -> int:
         log.event("start", claims=config.claims, pcns=config.pcns, out=pattern, month=month)
         if out is not None:
             clearing = clear_leftovers(out)
-        rendering = Rendering()  # the page renderers start while the run validates
+        rendering = Rendering()  # the page renderer starts while the run validates
         result = run_validation(options)
         review = f"{result.review_month:%Y-%m}" if result.review_month else None
         if out is None:
@@ -250,7 +250,7 @@ def command_run(args: argparse.Namespace) -> int:
         try:
             staging = Staging(out, clearing)
             with result.timings("report"):
-                # Child processes render the pages while this one builds the data files.
+                # A child process renders the pages while this one builds the data files.
                 start_pages(result, started, run_id, staging.folder, rendering)
                 data = data_files(result, run_id)
                 rendering.wait()
@@ -273,7 +273,7 @@ def command_run(args: argparse.Namespace) -> int:
             return EXIT_INPUT
     finally:
         if rendering is not None:
-            rendering.stop()  # (a no-op once they have finished)
+            rendering.stop()  # (a no-op once it has finished)
         if clearing is not None:
             clearing.join()  # removal is done before the lock is let go
         lock.release()

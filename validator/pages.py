@@ -2,10 +2,11 @@
 
 A national run has a page per PCN (1,250 of them), and Jinja renders in Python, on one core
 while the interpreter holds its lock. So the run prepares every page's data as plain Python
-values (report.py, with Polars), and two child processes, `python -m validator.pages`,
-render the pages from them straight into the staging folder while the run builds the data
-files. A child imports Jinja only (no Polars), so it starts in a few tens of milliseconds;
-its job crosses a pipe as a pickle, between processes of this same program.
+values (report.py, with Polars), and a child process, `python -m validator.pages`, renders
+the pages from them straight into the staging folder while the run builds the data files
+on the other core. The child imports Jinja only (no Polars), so it starts in a few tens of
+milliseconds; its job crosses a pipe as a pickle, between processes of this same program.
+(Two children, splitting the pages, were no faster on two cores: three busy processes.)
 """
 
 from __future__ import annotations
@@ -107,47 +108,42 @@ def render_job(
 
 
 class Rendering:
-    """Child processes (PageRenderer) that render the pages, one job each. They are started
-    before the run validates, so their start-up (Python, Jinja, compiling the templates)
-    overlaps the validation, and each is sent its job when the findings are known."""
+    """The pages, rendered by a child process (PageRenderer) started before the run
+    validates, so that its start-up (Python, Jinja, compiling the templates) overlaps the
+    validation; it is sent its job when the findings are known. If no child can be
+    started, this process renders the pages itself when wait() is called."""
 
-    def __init__(self, count: int = 2) -> None:
-        self.renderers: list[PageRenderer] = []
-        self._here: list[tuple[dict, Path]] = []  # jobs rendered in this process
+    def __init__(self) -> None:
+        self.renderer: PageRenderer | None = None
+        self._here: tuple[dict, Path] | None = None  # a job rendered in this process
         try:
-            for _ in range(count):
-                self.renderers.append(PageRenderer())
+            self.renderer = PageRenderer()
         except OSError:
             # The interpreter cannot be started again (e.g. its path is not executable by
             # this user): this process renders the pages itself, only more slowly.
-            self.stop()
-            self.renderers = []
-        except BaseException:
-            self.stop()
-            raise
+            self.renderer = None
 
-    def send(self, jobs: list[dict], folder: Path) -> None:
-        if not self.renderers:
-            self._here = [(job, folder) for job in jobs]
-            return
-        for renderer, job in zip(self.renderers, jobs, strict=True):
-            renderer.send(job, folder)
+    def send(self, job: dict, folder: Path) -> None:
+        if self.renderer is None:
+            self._here = (job, folder)
+        else:
+            self.renderer.send(job, folder)
 
     def wait(self) -> None:
-        for job, folder in self._here:
-            render_job(job, folder)
-        try:
-            for renderer in self.renderers:
-                renderer.wait()
-        except BaseException:
-            self.stop()
-            raise
+        if self._here is not None:
+            render_job(*self._here)
+        if self.renderer is not None:
+            try:
+                self.renderer.wait()
+            except BaseException:
+                self.stop()
+                raise
 
     def stop(self) -> None:
-        """Stop the children still running (the run ended without needing them, or is
-        being abandoned)."""
-        for renderer in self.renderers:
-            renderer.stop()
+        """Stop the child if it still runs (the run ended without needing it, or is being
+        abandoned)."""
+        if self.renderer is not None:
+            self.renderer.stop()
 
 
 class PageRenderer:

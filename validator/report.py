@@ -246,8 +246,8 @@ def start_pages(
     result: RunResult, started: dt.datetime, run_id: str, folder: Path, rendering: Rendering
 ) -> None:
     """Begin writing index.html, rules.html and a page per PCN into `folder`: the child
-    processes of `rendering` render them from plain Python values (pages.py) while this
-    process goes on with the data files; rendering.wait() waits for them."""
+    process of `rendering` renders them from plain Python values (pages.py) while this
+    process goes on with the data files; rendering.wait() waits for it."""
     pcns = _pcn_rows(result)
     by_rule = _by_rule(result)
     context = {
@@ -261,19 +261,7 @@ def start_pages(
     }
     job = _pcn_pages_job(result, pcns, context)
     index = _index_job(result, context, pcns, by_rule)
-    # The first child also renders the index, worth about a fifth of the PCN pages.
-    split = len(pcns) * 2 // 5
-    rendering.send([{**_part(job, pcns[:split]), "index": index}, _part(job, pcns[split:])], folder)
-
-
-def _part(job: dict, pcns: list[dict]) -> dict:
-    """The job for some of the PCNs: their rows, and the findings of only those PCNs."""
-    codes = {pcn["pcn_code"] for pcn in pcns}
-    return {
-        **job,
-        "pcns": pcns,
-        "groups": {code: job["groups"][code] for code in codes & job["groups"].keys()},
-    }
+    rendering.send({**job, "index": index}, folder)
 
 
 def _index_job(result: RunResult, context: dict, pcns: list[dict], by_rule: list[dict]) -> dict:
