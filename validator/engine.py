@@ -154,10 +154,11 @@ class RulesEngine:
     def evaluate_all(self, rules: list[Rule], records: pl.DataFrame) -> dict[str, pl.Series]:
         """evaluate() for several rules on the same records.
 
-        Fast mode: the distinct tuples of all the rules' inputs are found in one pass, each
-        rule is asked about the distinct tuples of its own inputs among them, and its verdicts
-        reach every record through the record's tuple number (one hash join for all rules,
-        not one per rule). Plain mode asks each rule about every record.
+        Fast mode: one group_by finds the distinct tuples of all the rules' inputs, each with
+        the numbers of the records that have it; each rule is asked about the distinct tuples
+        of its own inputs among them, and its verdicts are scattered back to the records of
+        the tuples it fires on (one hash pass for all the rules, not one per rule). Plain
+        mode asks each rule about every record.
         """
         if self.mode == "plain" or records.height == 0:
             return {rule.id: self.evaluate(rule, records) for rule in rules}
