@@ -230,15 +230,15 @@ def write_outputs(
     started: dt.datetime,
     exit_code: int,
     run_id: str,
-    data: dict[str, bytes | str] | None = None,
+    data: dict[str, bytes | str],
 ) -> None:
-    """Write `data` (data_files, built now if not given) and the manifest into `staging`
-    (which holds the pages already), and publish it."""
+    """Write `data` (data_files) and the manifest into `staging` (which holds the pages
+    already), and publish it."""
     finished = dt.datetime.now(dt.UTC)
     document = manifest(result, started, finished, exit_code)
     document["run_id"] = run_id
     files: dict[str, bytes | str] = {
-        **(data if data is not None else data_files(result, run_id)),
+        **data,
         "manifest.json": json.dumps(document, indent=2) + "\n",
     }
     write_files(staging.folder, files)
