@@ -63,7 +63,11 @@ def expand_claim_paths(arguments: list[str]) -> list[str]:
     for argument in arguments:
         if os.path.isdir(argument):
             # Folders and other non-files named *.csv are kept, to be reported, not skipped.
-            names = sorted(name for name in os.listdir(argument) if name.lower().endswith(".csv"))
+            try:
+                names = sorted(n for n in os.listdir(argument) if n.lower().endswith(".csv"))
+            except OSError:
+                paths.append(argument)  # a folder it cannot list: reported by the reader
+                continue
             if not names:
                 paths.append(os.path.join(argument, "*.csv"))
             paths.extend(os.path.join(argument, name) for name in names)
@@ -212,6 +216,7 @@ def read_claim_file(path: str) -> tuple[ClaimFile, pl.DataFrame | None]:
     try:
         kind = os.stat(path).st_mode
         if stat.S_ISDIR(kind):
+            os.listdir(path)  # a claims folder this user cannot list: OSError, reported below
             info.problem = "is a folder, not a CSV file; move or rename it"
             return info, None
         if not stat.S_ISREG(kind):
