@@ -2,48 +2,106 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import datetime as dt
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import CLI, PROJECT, claims, register, run_cli, run_small
-from validator.generate import generate
 from validator.unattended import OutputLock, month_for_policy
 
-
-@pytest.fixture(scope="module")
-def big_batch(tmp_path_factory) -> Path:
-    """A batch large enough (about 250,000 lines) that a run lasts a few seconds."""
-    folder = tmp_path_factory.mktemp("big")
-    generate(folder, pcns=700, months=12, seed=3)
-    return folder
+IN_OPEN, IN_MODIFY, IN_CREATE = 0x20, 0x2, 0x100
+GUARD = 300  # seconds: only so a broken run fails the test instead of hanging it
 
 
-def start_run(batch: Path, out: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [
-            *CLI,
-            "run",
-            str(batch / "claims"),
-            "--pcns",
-            str(batch / "pcns.csv"),
-            "--month",
-            "2022-03",
-            "--out",
-            str(out),
-        ],
-        cwd=PROJECT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+class Events:
+    """Wait for something to happen, never for a number of seconds: inotify reports every
+    open, write or new file in a folder and a pidfd reports the process's exit, so a wait
+    wakes exactly when there is something new to look at (Linux)."""
+
+    def __init__(self, folder: Path, process: subprocess.Popen) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        self.inotify = libc.inotify_init1(os.O_CLOEXEC)
+        if self.inotify < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1")
+        mask = IN_OPEN | IN_MODIFY | IN_CREATE
+        if libc.inotify_add_watch(self.inotify, bytes(folder), mask) < 0:
+            raise OSError(ctypes.get_errno(), f"inotify_add_watch {folder}")
+        self.exited = os.pidfd_open(process.pid)
+        self.process = process
+
+    def wait_until(self, condition: Callable[[], bool], what: str) -> None:
+        while not condition():
+            ready, _, _ = select.select([self.inotify, self.exited], [], [], GUARD)
+            assert ready, f"nothing happened for {GUARD} s while waiting until {what}"
+            if self.exited in ready:
+                assert condition(), f"the run ended (exit {self.process.wait()}) before {what}"
+                return
+            os.read(self.inotify, 65536)
+
+    def close(self) -> None:
+        os.close(self.inotify)
+        os.close(self.exited)
+
+
+def holder_pid(out: Path) -> int | None:
+    try:
+        return json.loads(OutputLock(out).path.read_text() or "{}").get("pid")
+    except (OSError, ValueError):
+        return None
+
+
+def parked_run(folder: Path, out: Path) -> tuple[subprocess.Popen, int]:
+    """A run held mid-way for as long as the test needs, without guessing how long it lasts.
+
+    Its stderr is a pipe the test fills before starting it, so its first log line (written
+    once it holds the lock) waits in the kernel until the test reads the pipe. Returns the
+    process, once the lock names it, and the pipe's read end (for `drain`)."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            os.write(write_end, b"\n" * 65536)
+    os.set_blocking(write_end, True)  # the run's writes must wait, not fail
+    inputs = folder / "inputs"
+    command = [*CLI, "run", str(claims(inputs / "c.csv", {})), "--pcns"]
+    command += [str(register(inputs / "p.csv")), "--out", str(out)]
+    try:
+        process = subprocess.Popen(
+            command, cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=write_end
+        )
+    finally:
+        os.close(write_end)
+    events = Events(out.parent, process)
+    try:
+        events.wait_until(lambda: holder_pid(out) == process.pid, "the run holds the lock")
+    finally:
+        events.close()
+    return process, read_end
+
+
+def drain(process: subprocess.Popen, read_end: int) -> str:
+    """Let a parked run go on: read its stderr to the end, then reap it."""
+    chunks = []
+    with os.fdopen(read_end, "rb") as pipe:
+        while True:
+            ready, _, _ = select.select([pipe], [], [], GUARD)
+            assert ready, f"the run wrote nothing for {GUARD} s"
+            chunk = pipe.read1(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    process.wait()
+    return b"".join(chunks).decode().lstrip("\n")
 
 
 def previous_outputs(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
@@ -52,53 +110,39 @@ def previous_outputs(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
     return out, {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
 
 
-def wait_until_started(process: subprocess.Popen, lock: Path, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if lock.exists() and lock.read_text().strip():
-            time.sleep(0.5)  # well into the run
-            return
-        assert process.poll() is None, process.communicate()
-        time.sleep(0.05)
-    raise AssertionError("the run never took its lock")
-
-
-def test_second_run_on_the_same_out_exits_2_naming_the_holder(tmp_path, big_batch):
+def test_second_run_on_the_same_out_exits_2_naming_the_holder(tmp_path):
     out = tmp_path / "out"
-    first = start_run(big_batch, out)
+    first, first_stderr = parked_run(tmp_path, out)
     try:
-        wait_until_started(first, tmp_path / ".out.lock")
         second = run_small(tmp_path, out)
         assert second.returncode == 2
         assert f"in use by process {first.pid}" in second.stderr
         assert "started 20" in second.stderr and "--wait" in second.stderr
     finally:
-        first.communicate(timeout=120)
-    assert first.returncode == 1
+        drain(first, first_stderr)
+    assert first.returncode == 0
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_stop_signal_stops_cleanly_and_leaves_the_previous_outputs(tmp_path, big_batch, stop):
+def test_a_stop_signal_stops_cleanly_and_leaves_the_previous_outputs(tmp_path, stop):
     out, before = previous_outputs(tmp_path)
-    process = start_run(big_batch, out)
-    wait_until_started(process, tmp_path / ".out.lock")
+    process, stderr_pipe = parked_run(tmp_path, out)
     process.send_signal(stop)
-    _, stderr = process.communicate(timeout=60)
+    stderr = drain(process, stderr_pipe)
     assert process.returncode == 3
     assert f"stopped by {stop.name}" in stderr and "Traceback" not in stderr
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
     assert not list(tmp_path.glob(".out.new-*"))
 
 
-def test_sigkill_leaves_the_previous_outputs_and_the_next_run_clears_the_lock(tmp_path, big_batch):
+def test_sigkill_leaves_the_previous_outputs_and_the_next_run_clears_the_lock(tmp_path):
     out, before = previous_outputs(tmp_path)
-    process = start_run(big_batch, out)
-    wait_until_started(process, tmp_path / ".out.lock")
+    process, stderr_pipe = parked_run(tmp_path, out)
     process.kill()
-    process.communicate(timeout=30)
+    process.wait()
+    os.close(stderr_pipe)
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
-    holder = json.loads((tmp_path / ".out.lock").read_text())
-    assert holder["pid"] == process.pid  # the lock file still names the killed run
+    assert holder_pid(out) == process.pid  # the lock file still names the killed run
     again = run_small(tmp_path, out)
     assert again.returncode == 0, again.stderr
     assert f"stale_lock_cleared holder={{'pid': {process.pid}" in again.stderr
@@ -106,30 +150,46 @@ def test_sigkill_leaves_the_previous_outputs_and_the_next_run_clears_the_lock(tm
 
 
 def test_lock_waits_when_asked(tmp_path):
-    holder = OutputLock(tmp_path / "out")
+    out = tmp_path / "out"
+    holder = OutputLock(out)
     holder.acquire()
+    inputs = tmp_path / "inputs"
     waiting = subprocess.Popen(
         [
             *CLI,
             "run",
-            str(claims(tmp_path / "c.csv", {})),
+            str(claims(inputs / "c.csv", {})),
             "--pcns",
-            str(register(tmp_path / "p.csv")),
+            str(register(inputs / "p.csv")),
             "--out",
-            str(tmp_path / "out"),
+            str(out),
             "--wait",
-            "30",
+            str(GUARD),
         ],
         cwd=PROJECT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(2)
-    assert waiting.poll() is None  # still waiting for the lock
+    events = Events(tmp_path, waiting)
+
+    def waiting_opened_the_lock() -> bool:
+        with contextlib.suppress(OSError):  # its descriptors come and go as it runs
+            for fd in Path(f"/proc/{waiting.pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if Path(os.readlink(fd)) == holder.path:
+                        return True
+        return False
+
+    try:
+        events.wait_until(waiting_opened_the_lock, "the waiting run opens the lock file")
+    finally:
+        events.close()
+    assert waiting.poll() is None and holder_pid(out) == os.getpid()  # it waits, lock untaken
     holder.release()
-    waiting.communicate(timeout=60)
-    assert waiting.returncode == 0
+    _, stderr = waiting.communicate(timeout=GUARD)
+    assert waiting.returncode == 0, stderr
+    assert "in use by process" not in stderr
 
 
 def test_config_file_runs_a_month_per_folder_and_chains_previous(tmp_path):
