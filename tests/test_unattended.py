@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import CLI, PROJECT, claims, register, run_cli, run_small
-from validator.unattended import OutputLock, month_for_policy
+from validator.runner import OutputLock
+from validator.unattended import month_for_policy
 
 IN_OPEN, IN_MODIFY, IN_CREATE = 0x20, 0x2, 0x100
 GUARD = 300  # seconds: only so a broken run fails the test instead of hanging it
@@ -60,32 +61,65 @@ def holder_pid(out: Path) -> int | None:
         return None
 
 
-def parked_run(folder: Path, out: Path) -> tuple[subprocess.Popen, int]:
-    """A run held mid-way for as long as the test needs, without guessing how long it lasts.
+def has_open(process: subprocess.Popen, path: Path) -> bool:
+    """Whether `process` holds `path` open (its descriptors come and go as it runs)."""
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{process.pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                if Path(os.readlink(fd)) == path:
+                    return True
+    return False
 
-    Its stderr is a pipe the test fills before starting it, so its first log line (written
-    once it holds the lock) waits in the kernel until the test reads the pipe. Returns the
-    process, once the lock names it, and the pipe's read end (for `drain`)."""
+
+def fill(pipe_write_end: int) -> None:
+    """Fill a pipe to the brim, so the next write to it waits until someone reads. (Written
+    through a second, non-blocking description of the pipe: the run's own stays blocking.)"""
+    filler = os.open(f"/proc/self/fd/{pipe_write_end}", os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                os.write(filler, b"\n" * 65536)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                os.write(filler, b"\n")  # the last bytes of a partly filled page
+    finally:
+        os.close(filler)
+
+
+def parked_run(folder: Path, out: Path) -> tuple[subprocess.Popen, int]:
+    """A run held mid-way, its lock taken, for as long as the test needs: no guessing how long
+    a run lasts or when it is "well into" its work.
+
+    The test holds the output lock first, so the run (given --wait) stops at it; once the run
+    waits there, the test fills the run's stderr pipe and lets the lock go. The run takes the
+    lock and its next log line waits in the kernel until the test reads the pipe (`drain`).
+    Returns the process and the pipe's read end."""
+    holder = OutputLock(out)
+    holder.acquire()
     read_end, write_end = os.pipe()
-    os.set_blocking(write_end, False)
-    with contextlib.suppress(BlockingIOError):
-        while True:
-            os.write(write_end, b"\n" * 65536)
-    os.set_blocking(write_end, True)  # the run's writes must wait, not fail
     inputs = folder / "inputs"
     command = [*CLI, "run", str(claims(inputs / "c.csv", {})), "--pcns"]
-    command += [str(register(inputs / "p.csv")), "--out", str(out)]
+    command += [str(register(inputs / "p.csv")), "--out", str(out), "--wait", str(GUARD)]
     try:
         process = subprocess.Popen(
             command, cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=write_end
         )
+        events = Events(out.parent, process)
+        try:
+            events.wait_until(lambda: has_open(process, holder.path), "the run waits for the lock")
+            assert holder_pid(out) == os.getpid(), "the run took the lock the test holds"
+            fill(write_end)
+            holder.release()
+            events.wait_until(lambda: holder_pid(out) == process.pid, "the run takes the lock")
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        finally:
+            events.close()
     finally:
         os.close(write_end)
-    events = Events(out.parent, process)
-    try:
-        events.wait_until(lambda: holder_pid(out) == process.pid, "the run holds the lock")
-    finally:
-        events.close()
+        holder.release()  # (a no-op once released)
     return process, read_end
 
 
@@ -101,7 +135,7 @@ def drain(process: subprocess.Popen, read_end: int) -> str:
                 break
             chunks.append(chunk)
     process.wait()
-    return b"".join(chunks).decode().lstrip("\n")
+    return b"".join(chunks).decode()
 
 
 def previous_outputs(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
@@ -150,45 +184,11 @@ def test_sigkill_leaves_the_previous_outputs_and_the_next_run_clears_the_lock(tm
 
 
 def test_lock_waits_when_asked(tmp_path):
-    out = tmp_path / "out"
-    holder = OutputLock(out)
-    holder.acquire()
-    inputs = tmp_path / "inputs"
-    waiting = subprocess.Popen(
-        [
-            *CLI,
-            "run",
-            str(claims(inputs / "c.csv", {})),
-            "--pcns",
-            str(register(inputs / "p.csv")),
-            "--out",
-            str(out),
-            "--wait",
-            str(GUARD),
-        ],
-        cwd=PROJECT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    events = Events(tmp_path, waiting)
-
-    def waiting_opened_the_lock() -> bool:
-        with contextlib.suppress(OSError):  # its descriptors come and go as it runs
-            for fd in Path(f"/proc/{waiting.pid}/fd").iterdir():
-                with contextlib.suppress(OSError):
-                    if Path(os.readlink(fd)) == holder.path:
-                        return True
-        return False
-
-    try:
-        events.wait_until(waiting_opened_the_lock, "the waiting run opens the lock file")
-    finally:
-        events.close()
-    assert waiting.poll() is None and holder_pid(out) == os.getpid()  # it waits, lock untaken
-    holder.release()
-    _, stderr = waiting.communicate(timeout=GUARD)
-    assert waiting.returncode == 0, stderr
+    """A run given --wait waits while another holds the lock, then takes it and runs (the
+    parked run is made exactly that way, and checks it waited while the lock was held)."""
+    process, stderr_pipe = parked_run(tmp_path, tmp_path / "out")
+    stderr = drain(process, stderr_pipe)
+    assert process.returncode == 0, stderr
     assert "in use by process" not in stderr
 
 
