@@ -131,20 +131,22 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     )
 
 
+# The shipped sample batch, exactly as `make run` validates it (paths relative to the checkout).
+SAMPLE_ARGS = [
+    "run",
+    "sample_claims/claims",
+    "--pcns",
+    "sample_claims/pcns.csv",
+    "--agreements",
+    "sample_claims/agreements.csv",
+    "--month",
+    "2021-12",
+]
+
+
 def run_sample(out: Path) -> subprocess.CompletedProcess:
     """The shipped sample batch, exactly as `make run` validates it."""
-    return run_cli(
-        "run",
-        "sample_claims/claims",
-        "--pcns",
-        "sample_claims/pcns.csv",
-        "--agreements",
-        "sample_claims/agreements.csv",
-        "--month",
-        "2021-12",
-        "--out",
-        str(out),
-    )
+    return run_cli(*SAMPLE_ARGS, "--out", str(out))
 
 
 def run_small(folder: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:

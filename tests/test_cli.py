@@ -8,7 +8,8 @@ import json
 import pytest
 
 from tests.helpers import PROJECT, agreements, claims, register, run_cli
-from validator import cli, pipeline
+from validator import __version__, cli, pipeline
+from validator.catalogue import load_catalogue
 
 
 def run(tmp_path, *lines, register_rows=None, extra=(), out="out"):
@@ -207,3 +208,13 @@ def test_names_only_with_show_names_and_always_escaped(tmp_path):
     shown = (tmp_path / "named" / "pcn" / "U10001.html").read_text()
     assert "Zed &lt;script&gt;alert(1)&lt;/script&gt;" in shown
     assert "<script>alert(1)" not in shown
+
+
+def test_version_shows_the_tool_and_the_rule_catalogue_hash():
+    completed = run_cli("--version")
+    assert completed.returncode == 0, completed.stderr
+    catalogue = load_catalogue()
+    assert completed.stdout.splitlines() == [
+        f"arrs-validate {__version__}",
+        f"rule catalogue sha256 {catalogue.digest} ({len(catalogue.active)} active rules)",
+    ]

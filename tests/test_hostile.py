@@ -10,13 +10,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import BASE_LINE, CLAIM_HEADER, PROJECT, claims, register, run_cli
+from tests.helpers import BASE_LINE, CLAIM_HEADER, CLI, PROJECT, claims, register, run_cli
 
 HOSTILE = PROJECT / "tests" / "hostile"
 
@@ -145,39 +143,29 @@ def test_symlink_loop_folder_named_csv_and_fifo_are_reported(tmp_path):
 
 
 def test_unreadable_file(tmp_path):
-    """Root reads anything, so as root the run is made as `nobody` (setpriv)."""
-    shared = Path(tempfile.mkdtemp(prefix="arrs-unreadable-"))
-    try:
-        shared.chmod(0o777)
-        secret = claims(shared / "secret.csv", {})
-        secret.chmod(0o000)
-        pcns = register(shared / "p.csv")
-        pcns.chmod(0o644)
-        command = [
-            sys.executable,
-            "-m",
-            "validator.cli",
-            "run",
-            str(secret),
-            "--pcns",
-            str(pcns),
-            "--out",
-            str(shared / "out"),
-        ]
-        if os.geteuid() == 0:
-            setpriv = shutil.which("setpriv")
-            assert setpriv, "setpriv (util-linux) is needed to test as a non-root user"
-            command = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *command]
-        completed = subprocess.run(
-            command,
-            capture_output=True,
-            text=True,
-            cwd=PROJECT,
-            timeout=120,
-            env={**os.environ, "HOME": str(shared)},
-        )
-        assert completed.returncode == 2, completed.stderr
-        assert "secret.csv: cannot be read (Permission denied)" in completed.stderr
-        assert "Traceback" not in completed.stderr
-    finally:
-        shutil.rmtree(shared, ignore_errors=True)
+    """A claim file the run may not read: exit 2 naming it, never a traceback.
+
+    Root reads any file whatever its mode, so as root the run is made without the two
+    capabilities that let it (setpriv drops CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH). It stays
+    root, so it still reaches the checkout and its interpreter wherever the repo was cloned,
+    but a file of mode 000 is now closed to it as to any other user."""
+    secret = claims(tmp_path / "secret.csv", {})
+    secret.chmod(0o000)
+    command = [
+        *CLI,
+        "run",
+        str(secret),
+        "--pcns",
+        str(register(tmp_path / "p.csv")),
+        "--out",
+        str(tmp_path / "out"),
+    ]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        assert setpriv, "setpriv (util-linux) is needed to take root's right to read anything"
+        drop = "--bounding-set=-dac_override,-dac_read_search"
+        command = [setpriv, "--inh-caps=-all", drop, *command]
+    completed = subprocess.run(command, capture_output=True, text=True, cwd=PROJECT, timeout=300)
+    assert completed.returncode == 2, completed.stderr
+    assert "secret.csv: cannot be read (Permission denied)" in completed.stderr
+    assert "Traceback" not in completed.stderr

@@ -2,49 +2,140 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import datetime as dt
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import CLI, PROJECT, claims, register, run_cli, run_small
-from validator.generate import generate
 from validator.runner import OutputLock
 from validator.unattended import month_for_policy
 
-
-@pytest.fixture(scope="module")
-def big_batch(tmp_path_factory) -> Path:
-    """A batch large enough (about 250,000 lines) that a run lasts a few seconds."""
-    folder = tmp_path_factory.mktemp("big")
-    generate(folder, pcns=700, months=12, seed=3)
-    return folder
+IN_OPEN, IN_MODIFY, IN_CREATE = 0x20, 0x2, 0x100
+GUARD = 300  # seconds: only so a broken run fails the test instead of hanging it
 
 
-def start_run(batch: Path, out: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [
-            *CLI,
-            "run",
-            str(batch / "claims"),
-            "--pcns",
-            str(batch / "pcns.csv"),
-            "--month",
-            "2022-03",
-            "--out",
-            str(out),
-        ],
-        cwd=PROJECT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+class Events:
+    """Wait for something to happen, never for a number of seconds: inotify reports every
+    open, write or new file in a folder and a pidfd reports the process's exit, so a wait
+    wakes exactly when there is something new to look at (Linux)."""
+
+    def __init__(self, folder: Path, process: subprocess.Popen) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        self.inotify = libc.inotify_init1(os.O_CLOEXEC)
+        if self.inotify < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1")
+        mask = IN_OPEN | IN_MODIFY | IN_CREATE
+        if libc.inotify_add_watch(self.inotify, bytes(folder), mask) < 0:
+            raise OSError(ctypes.get_errno(), f"inotify_add_watch {folder}")
+        self.exited = os.pidfd_open(process.pid)
+        self.process = process
+
+    def wait_until(self, condition: Callable[[], bool], what: str) -> None:
+        while not condition():
+            ready, _, _ = select.select([self.inotify, self.exited], [], [], GUARD)
+            assert ready, f"nothing happened for {GUARD} s while waiting until {what}"
+            if self.exited in ready:
+                assert condition(), f"the run ended (exit {self.process.wait()}) before {what}"
+                return
+            os.read(self.inotify, 65536)
+
+    def close(self) -> None:
+        os.close(self.inotify)
+        os.close(self.exited)
+
+
+def holder_pid(out: Path) -> int | None:
+    try:
+        return json.loads(OutputLock(out).path.read_text() or "{}").get("pid")
+    except (OSError, ValueError):
+        return None
+
+
+def has_open(process: subprocess.Popen, path: Path) -> bool:
+    """Whether `process` holds `path` open (its descriptors come and go as it runs)."""
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{process.pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                if Path(os.readlink(fd)) == path:
+                    return True
+    return False
+
+
+def fill(pipe_write_end: int) -> None:
+    """Fill a pipe to the brim, so the next write to it waits until someone reads. (Written
+    through a second, non-blocking description of the pipe: the run's own stays blocking.)"""
+    filler = os.open(f"/proc/self/fd/{pipe_write_end}", os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                os.write(filler, b"\n" * 65536)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                os.write(filler, b"\n")  # the last bytes of a partly filled page
+    finally:
+        os.close(filler)
+
+
+def parked_run(folder: Path, out: Path) -> tuple[subprocess.Popen, int]:
+    """A run held mid-way, its lock taken, for as long as the test needs: no guessing how long
+    a run lasts or when it is "well into" its work.
+
+    The test holds the output lock first, so the run (given --wait) stops at it; once the run
+    waits there, the test fills the run's stderr pipe and lets the lock go. The run takes the
+    lock and its next log line waits in the kernel until the test reads the pipe (`drain`).
+    Returns the process and the pipe's read end."""
+    holder = OutputLock(out)
+    holder.acquire()
+    read_end, write_end = os.pipe()
+    inputs = folder / "inputs"
+    command = [*CLI, "run", str(claims(inputs / "c.csv", {})), "--pcns"]
+    command += [str(register(inputs / "p.csv")), "--out", str(out), "--wait", str(GUARD)]
+    try:
+        process = subprocess.Popen(
+            command, cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=write_end
+        )
+        events = Events(out.parent, process)
+        try:
+            events.wait_until(lambda: has_open(process, holder.path), "the run waits for the lock")
+            assert holder_pid(out) == os.getpid(), "the run took the lock the test holds"
+            fill(write_end)
+            holder.release()
+            events.wait_until(lambda: holder_pid(out) == process.pid, "the run takes the lock")
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        finally:
+            events.close()
+    finally:
+        os.close(write_end)
+        holder.release()  # (a no-op once released)
+    return process, read_end
+
+
+def drain(process: subprocess.Popen, read_end: int) -> str:
+    """Let a parked run go on: read its stderr to the end, then reap it."""
+    chunks = []
+    with os.fdopen(read_end, "rb") as pipe:
+        while True:
+            ready, _, _ = select.select([pipe], [], [], GUARD)
+            assert ready, f"the run wrote nothing for {GUARD} s"
+            chunk = pipe.read1(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    process.wait()
+    return b"".join(chunks).decode()
 
 
 def previous_outputs(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
@@ -53,53 +144,39 @@ def previous_outputs(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
     return out, {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
 
 
-def wait_until_started(process: subprocess.Popen, lock: Path, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if lock.exists() and lock.read_text().strip():
-            time.sleep(0.5)  # well into the run
-            return
-        assert process.poll() is None, process.communicate()
-        time.sleep(0.05)
-    raise AssertionError("the run never took its lock")
-
-
-def test_second_run_on_the_same_out_exits_2_naming_the_holder(tmp_path, big_batch):
+def test_second_run_on_the_same_out_exits_2_naming_the_holder(tmp_path):
     out = tmp_path / "out"
-    first = start_run(big_batch, out)
+    first, first_stderr = parked_run(tmp_path, out)
     try:
-        wait_until_started(first, tmp_path / ".out.lock")
         second = run_small(tmp_path, out)
         assert second.returncode == 2
         assert f"in use by process {first.pid}" in second.stderr
         assert "started 20" in second.stderr and "--wait" in second.stderr
     finally:
-        first.communicate(timeout=120)
-    assert first.returncode == 1
+        drain(first, first_stderr)
+    assert first.returncode == 0
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_stop_signal_stops_cleanly_and_leaves_the_previous_outputs(tmp_path, big_batch, stop):
+def test_a_stop_signal_stops_cleanly_and_leaves_the_previous_outputs(tmp_path, stop):
     out, before = previous_outputs(tmp_path)
-    process = start_run(big_batch, out)
-    wait_until_started(process, tmp_path / ".out.lock")
+    process, stderr_pipe = parked_run(tmp_path, out)
     process.send_signal(stop)
-    _, stderr = process.communicate(timeout=60)
+    stderr = drain(process, stderr_pipe)
     assert process.returncode == 3
     assert f"stopped by {stop.name}" in stderr and "Traceback" not in stderr
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
     assert not list(tmp_path.glob(".out.new-*"))
 
 
-def test_sigkill_leaves_the_previous_outputs_and_the_next_run_clears_the_lock(tmp_path, big_batch):
+def test_sigkill_leaves_the_previous_outputs_and_the_next_run_clears_the_lock(tmp_path):
     out, before = previous_outputs(tmp_path)
-    process = start_run(big_batch, out)
-    wait_until_started(process, tmp_path / ".out.lock")
+    process, stderr_pipe = parked_run(tmp_path, out)
     process.kill()
-    process.communicate(timeout=30)
+    process.wait()
+    os.close(stderr_pipe)
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
-    holder = json.loads((tmp_path / ".out.lock").read_text())
-    assert holder["pid"] == process.pid  # the lock file still names the killed run
+    assert holder_pid(out) == process.pid  # the lock file still names the killed run
     again = run_small(tmp_path, out)
     assert again.returncode == 0, again.stderr
     assert f"stale_lock_cleared holder={{'pid': {process.pid}" in again.stderr
@@ -107,30 +184,12 @@ def test_sigkill_leaves_the_previous_outputs_and_the_next_run_clears_the_lock(tm
 
 
 def test_lock_waits_when_asked(tmp_path):
-    holder = OutputLock(tmp_path / "out")
-    holder.acquire()
-    waiting = subprocess.Popen(
-        [
-            *CLI,
-            "run",
-            str(claims(tmp_path / "c.csv", {})),
-            "--pcns",
-            str(register(tmp_path / "p.csv")),
-            "--out",
-            str(tmp_path / "out"),
-            "--wait",
-            "30",
-        ],
-        cwd=PROJECT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    time.sleep(2)
-    assert waiting.poll() is None  # still waiting for the lock
-    holder.release()
-    waiting.communicate(timeout=60)
-    assert waiting.returncode == 0
+    """A run given --wait waits while another holds the lock, then takes it and runs (the
+    parked run is made exactly that way, and checks it waited while the lock was held)."""
+    process, stderr_pipe = parked_run(tmp_path, tmp_path / "out")
+    stderr = drain(process, stderr_pipe)
+    assert process.returncode == 0, stderr
+    assert "in use by process" not in stderr
 
 
 def test_config_file_runs_a_month_per_folder_and_chains_previous(tmp_path):

@@ -48,12 +48,34 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_INPUT, f"{self.prog}: error: {message}\n")
 
 
+class _Version(argparse.Action):
+    """`--version`: the tool's version and the hash of the rule catalogue it applies."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from validator.catalogue import load_catalogue
+
+        try:
+            catalogue = load_catalogue()
+        except (ConfigError, OSError) as error:
+            parser.exit(EXIT_INPUT, f"{parser.prog} {__version__}\nrule catalogue: {error}\n")
+        sys.stdout.write(
+            f"{parser.prog} {__version__}\n"
+            f"rule catalogue sha256 {catalogue.digest} ({len(catalogue.active)} active rules)\n"
+        )
+        parser.exit(EXIT_CLEAN)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="arrs-validate",
         description="Validate ARRS (Additional Roles Reimbursement Scheme) claim files.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--version", action=_Version, help="show the version and the rule-catalogue hash, then exit"
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = commands.add_parser(
