@@ -43,10 +43,17 @@ def test_monthly_maximum(tmp_path, changes, register_row, maximum):
 
 
 def test_leap_year_february_has_29_days(tmp_path):
+    reference = tmp_path / "ref"
+    reference.mkdir()
+    (reference / "rates.csv").write_text(
+        "role,afc_band,area,effective_from,effective_to,annual_maximum\n"
+        "clinical_pharmacist,,standard,2023-04-01,2024-03-31,56829.00\n"
+    )
     result = run_case(
         tmp_path,
         [{**EXPENSIVE, "claim_month": "2024-02", "employment_start": "2024-02-15"}],
         [{"financial_year": "2023/24"}],
+        reference=reference,
     )
     found = result.findings.filter(result.findings["rule_id"] == "CAP-01")
     assert found["amount_allowed"][0] == 244953  # 5,682,900p * 15/29 / 12 = 244,953.45

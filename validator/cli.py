@@ -239,7 +239,9 @@ def command_run(args: argparse.Namespace) -> int:
             out = out_folder(pattern, review or f"{dt.date.today():%Y-%m}")
         for file in result.file_problems:
             _say(f"arrs-validate: {file.path}: {file.problem}", err=True)
-        if result.file_problems:
+        if result.missing_rates:
+            _say(f"arrs-validate: {result.missing_rates_message}", err=True)
+        if result.file_problems or result.missing_rates:
             exit_code = EXIT_INPUT
         elif result.open_findings:
             exit_code = EXIT_FINDINGS
@@ -340,8 +342,7 @@ def explain_rule(rule: Rule) -> str:
     lines = [
         f"{rule.id} — {rule.title}" + (" (retired)" if rule.retired else ""),
         f"severity: {rule.severity}    stage: {rule.stage}    evaluated on: {rule.applies_to}",
-        f"applies to claim months from {rule.effective_from}"
-        + (f" to {rule.effective_until}" if rule.effective_until else ""),
+        f"applies to {rule.months}",
         "clause:",
         wrap(rule.clause),
         "fires when:",

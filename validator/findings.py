@@ -122,6 +122,13 @@ _LINE_FIELDS: dict[str, _Field] = {
     "reimbursable_cost": _pounds("reimbursable_cost"),
     "share": _share,
     "fee": _pounds("subcontract_fee"),
+    "employment_model": _text("employment_model"),
+    "area": lambda c: c("area").fill_null("").str.replace_all("_", " "),
+    "band_text": lambda c: (
+        pl.when(c("rate_band").fill_null("") == "")
+        .then(pl.lit(""))
+        .otherwise(" at band " + c("rate_band"))
+    ),
     "fee_limit": _pounds("fee_limit"),
     "claimable_from": _date("claimable_from_date"),
     "employment_start": _date("employment_start"),
@@ -143,6 +150,11 @@ _LINE_FIELDS: dict[str, _Field] = {
         c("lines_for_staff_role_month", pl.Int64).cast(pl.String).fill_null("")
     ),
     "staff_total_wte": _wte("staff_month_wte"),
+    "pcn_role_wte": _wte("pcn_role_wte"),
+    "max_wte": _wte("max_wte"),
+    "effective_wte": _wte("effective_wte_units"),
+    "within_wte": _wte("within_wte_units"),
+    "limit_cap": _pounds("limit_cap"),
     "list_size": _count,
     "arrs_sum": _pounds("arrs_sum"),
 }

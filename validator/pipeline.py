@@ -81,6 +81,13 @@ class RunResult:
     resolved: pl.DataFrame | None = None
     previous_folder: Path | None = None
     pcn_records: dict[str, pl.DataFrame] = field(default_factory=dict)
+    # Every (role, afc_band, area, claim_month) a line needed but the rates lack (REF-01).
+    missing_rates: list[dict] = field(default_factory=list)
+
+    @property
+    def missing_rates_message(self) -> str:
+        """One message listing every missing rate and the file to add it to ('' if none)."""
+        return derive.missing_rates_message(self.missing_rates)
 
     @property
     def file_problems(self) -> list[ClaimFile]:
@@ -110,9 +117,11 @@ _agreement_covers = (
 )
 
 
-def _waive(found: pl.DataFrame, waivers: pl.DataFrame) -> pl.DataFrame:
-    """status and agreement_id for each finding: `waived` where an agreement covers it."""
-    covered = (
+def _waive(found: pl.DataFrame, waivers: pl.DataFrame) -> tuple[pl.DataFrame, set[str]]:
+    """status and agreement_id for each finding: `waived` where an agreement covers it (the
+    first such agreement by ID is named); and every agreement that covered any finding, named
+    or not, so none that did its work is reported as matching nothing."""
+    covering = (
         found.select("finding_id", "rule_id", "pcn_code", "staff_id", "month_date")
         .join(
             waivers.select(
@@ -126,17 +135,20 @@ def _waive(found: pl.DataFrame, waivers: pl.DataFrame) -> pl.DataFrame:
             on=["rule_id", "pcn_code"],
         )
         .filter(_agreement_covers)
-        .sort("finding_id", "agreement_id")
+    )
+    covered = (
+        covering.sort("finding_id", "agreement_id")
         .group_by("finding_id", maintain_order=True)
         .agg(pl.col("agreement_id").first())
     )
-    return found.join(covered, on="finding_id", how="left").with_columns(
+    waived = found.join(covered, on="finding_id", how="left").with_columns(
         pl.when(pl.col("agreement_id").is_null())
         .then(pl.lit("open"))
         .otherwise(pl.lit("waived"))
         .alias("status"),
         pl.col("agreement_id").fill_null(""),
     )
+    return waived, set(covering["agreement_id"].to_list())
 
 
 class _Run:
@@ -184,8 +196,8 @@ class _Run:
                 "severity": [rule.severity for rule in self.catalogue.rules],
             }
         )
-        found = _waive(found.join(severities, on="rule_id", how="left"), self.waivers)
-        self.used_agreements |= set(found["agreement_id"].to_list()) - {""}
+        found, used = _waive(found.join(severities, on="rule_id", how="left"), self.waivers)
+        self.used_agreements |= used
         self.found.append(found)
         return found
 
@@ -255,7 +267,19 @@ class _Run:
             stage_c_all = [rule for rule in line_rules if rule.stage != "B"]
             self._record(self._line_findings(engine, stage_c_all, lines))
             self._record(self._line_findings(engine, eligible_rules, eligible))
-            line_found = pl.concat(self.found[1:]) if len(self.found) > 1 else None
+            # The number limits count the lines left without an open reject, so they come last.
+            limited = derive.limit_fields(eligible, self._open_rejects(), self.reference)
+            limit_rules = self.catalogue.applying_to("limited_lines")
+            self._record(self._line_findings(engine, limit_rules, limited, keys=lines))
+            eligible = eligible.join(
+                limited.drop("claim_month", "role", "effective_wte", "limit_within"),
+                on="row_no",
+                how="left",
+                maintain_order="left",
+            )
+            line_found = (
+                pl.concat(self.found[1:], how="diagonal_relaxed") if len(self.found) > 1 else None
+            )
             lines = self._money(lines, eligible, line_found)
             pcn_found = self._pcn_stage(engine, lines, review)
             records_evaluated = engine.records_evaluated
@@ -292,6 +316,7 @@ class _Run:
             resolved=resolved,
             pcn_records=self.pcn_records,
             previous_folder=self.previous_folder,
+            missing_rates=derive.missing_rates(eligible),
         )
 
     def _findings(
@@ -348,11 +373,28 @@ class _Run:
         )
         return self._record(found)
 
-    def _line_findings(self, engine: RulesEngine, rules: list[Rule], lines: pl.DataFrame):
-        fired = self._fires(engine, rules, lines, "row_no")
+    def _line_findings(
+        self,
+        engine: RulesEngine,
+        rules: list[Rule],
+        records: pl.DataFrame,
+        keys: pl.DataFrame | None = None,
+    ):
+        """Findings of line rules on `records` (one per line), with the keys of their lines
+        (from `keys` when the records do not carry them)."""
+        fired = self._fires(engine, rules, records, "row_no")
+        keys = records if keys is None else keys
         return fired.join(
-            lines.select("row_no", "pcn_code", "staff_id", "role", "month_date"), on="row_no"
+            keys.select("row_no", "pcn_code", "staff_id", "role", "month_date"), on="row_no"
         )
+
+    def _open_rejects(self) -> pl.Series:
+        """The lines with an open reject finding so far."""
+        rows = [
+            found.filter((pl.col("status") == "open") & (pl.col("severity") == "reject"))["row_no"]
+            for found in self.found
+        ]
+        return pl.concat(rows).drop_nulls().unique()
 
     def _deadline_extensions(self, lines: pl.DataFrame) -> pl.DataFrame:
         """PAR-01 agreements with an extended deadline: the deadline each covered line gets."""

@@ -162,6 +162,10 @@ class Table:
     files: list[Path]
 
 
+# Columns a reference file may leave out: each reads as blank (docs/scheme.md, reference data).
+OPTIONAL_COLUMNS = {"effective_to"}
+
+
 def read_table(path: Path, columns: dict[str, Callable[[str], object]], what: str) -> Table:
     """Read and check one CSV; raise ConfigError listing every problem in it."""
     try:
@@ -172,7 +176,7 @@ def read_table(path: Path, columns: dict[str, Callable[[str], object]], what: st
         raise ConfigError(f"{path}: the {what} is not readable text: {error}") from None
     reader = csv.reader(text.splitlines())
     header = [normalise_header(name) for name in next(reader, [])]
-    missing = [name for name in columns if name not in header]
+    missing = [name for name in columns if name not in header and name not in OPTIONAL_COLUMNS]
     if missing:
         raise ConfigError(
             f"{path}: the {what} lacks column(s) {', '.join(missing)}; "
@@ -191,12 +195,11 @@ def read_table(path: Path, columns: dict[str, Callable[[str], object]], what: st
         record = dict(zip(header, cells, strict=True))
         row: dict = {"_where": f"{path} line {line}"}
         for name, parse in columns.items():
+            cell = record.get(name, "")
             try:
-                row[name] = parse(record[name])
+                row[name] = parse(cell)
             except CellError as error:
-                problems.append(
-                    f"{path} line {line} column {name}: '{record[name]}' — expected {error}"
-                )
+                problems.append(f"{path} line {line} column {name}: '{cell}' — expected {error}")
         rows.append(row)
     if problems:
         raise ConfigError(f"the {what} has errors:\n  " + "\n  ".join(problems))
@@ -229,6 +232,7 @@ RATE_COLUMNS = {
     "afc_band": lambda cell: cell.strip().lower(),
     "area": _choice(AREAS),
     "effective_from": _date,
+    "effective_to": _optional_date,
     "annual_maximum": _money,
 }
 LIMIT_COLUMNS = {
@@ -296,6 +300,16 @@ def load_reference(override_dir: Path | None) -> Reference:
     ]
     if unknown_roles:
         raise ConfigError("reference data names unknown roles:\n  " + "\n  ".join(unknown_roles))
+    backwards = [
+        f"{row['_where']}: effective_to {row['effective_to']} is before effective_from "
+        f"{row['effective_from']}"
+        for row in rates.rows
+        if row["effective_to"] is not None and row["effective_to"] < row["effective_from"]
+    ]
+    if backwards:
+        raise ConfigError(
+            "rates.csv has periods that end before they start:\n  " + "\n  ".join(backwards)
+        )
     return Reference(
         roles=_frame(
             roles.rows,
@@ -317,6 +331,7 @@ def load_reference(override_dir: Path | None) -> Reference:
                 "afc_band": pl.String,
                 "area": pl.String,
                 "effective_from": pl.Date,
+                "effective_to": pl.Date,
                 "annual_maximum": pl.Int64,
             },
         ).sort("role", "afc_band", "area", "effective_from"),
