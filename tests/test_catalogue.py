@@ -26,6 +26,7 @@ SPEC_RULES = {
     "MHP-01",
     "PAR-01",
     "PAR-02",
+    "PAR-03",
     "TRN-01",
     "TRN-02",
     "DUP-01",

@@ -241,3 +241,20 @@ def test_an_agreement_that_covered_a_finding_is_used_even_when_another_is_named(
         "agreement_id"
     ].to_list() == ["AG-1"]
     assert result.unmatched_agreements["agreement_id"].to_list() == ["AG-3"]
+
+
+def test_a_paramedics_deadline_does_not_restart_in_a_new_pcn(tmp_path):
+    paramedic = {"role": "paramedic", "rotational_model": "Y", "staff_id": "P1"}
+    lines = [
+        {**paramedic, "claim_month": f"2021-{m:02d}", "employment_start": "2021-04-01"}
+        for m in range(4, 10)
+    ] + [
+        {
+            **paramedic,
+            "pcn_code": "U10002",
+            "claim_month": "2021-10",
+            "employment_start": "2021-10-01",
+        }
+    ]
+    result = run_case(tmp_path, lines, [{}, {"pcn_code": "U10002"}], month="2021-10")
+    assert projection(result) == [(8, "PAR-01", "open")]

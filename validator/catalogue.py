@@ -60,6 +60,9 @@ _ELIGIBLE_FIELDS = {
     "rate_found": int,
     "level7_deadline": int,
     "level7_signoff": int,
+    "start_given": int,
+    "employment_start_day": int,
+    "input_first_day": int,
 }
 RECORD_FIELDS: dict[str, dict[str, type]] = {
     "schema_failures": {"schema_failure": int, "claim_month": int},
@@ -113,6 +116,7 @@ MESSAGE_FIELDS = {
     "afc_band": "AfC band as read",
     "reimbursement_start": "first day reimbursed in the role",
     "deadline": "the Level 7 sign-off deadline",
+    "input_first_month": "the earliest claim month of the whole input",
     "deadline_basis": "'six months after ...' or 'agreed extension ...'",
     "signoff": "Level 7 sign-off date or 'none'",
     "rotational_model": "Y or N",

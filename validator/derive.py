@@ -89,10 +89,11 @@ def line_fields(
             .cast(pl.Int64)
             .alias("lines_for_staff_role_month"),
             pl.col("wte_units").sum().over("staff_id", "claim_month").alias("staff_month_wte"),
-            pl.col("month_date")
-            .min()
-            .over("pcn_code", "staff_id", "role")
-            .alias("first_claim_month"),
+            # The scheme counts from the individual's reimbursement, in any PCN.
+            pl.col("month_date").min().over("staff_id", "role").alias("first_claim_month"),
+            pl.col("reimbursement_start").is_not_null().cast(pl.Int64).alias("start_given"),
+            v.yyyymmdd(pl.col("employment_start")).alias("employment_start_day"),
+            v.yyyymmdd(pl.col("month_date").min()).alias("input_first_day"),
         )
         .with_columns(
             pl.coalesce("reimbursement_start", "first_claim_month").alias("reimbursement_start")

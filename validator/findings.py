@@ -139,6 +139,9 @@ _LINE_FIELDS: dict[str, _Field] = {
     "afc_band": _text("afc_band", "(blank)"),
     "reimbursement_start": _date("reimbursement_start"),
     "deadline": _date("deadline_date"),
+    "input_first_month": lambda c: v.month_text_expr(
+        (c("input_first_day", pl.Int64)).cast(pl.String).str.to_date("%Y%m%d")
+    ).fill_null(""),
     "deadline_basis": _deadline_basis,
     "signoff": lambda c: v.display_date_expr(c("level7_signoff_date", pl.Date)).replace(
         "—", "none"

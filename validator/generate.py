@@ -66,6 +66,7 @@ EXCEPTIONS = (
     "REF-01",
     "MHP-01",
     "PAR-02",
+    "PAR-03",
     "TRN-01",
     "TRN-02",
     "DUP-01",
@@ -172,6 +173,15 @@ def _seed_exception(
         row["training_status"] = ""
     elif kind == "MHP-01" and row["role"].startswith("mental_health"):
         row["afc_band"] = ""
+    elif kind == "PAR-03":  # in post before the batch's first month, no sign-off yet
+        row.update(
+            role="paramedic",
+            rotational_model="Y",
+            training_status="",
+            afc_band="",
+            employment_start="2021-01-15",
+            level7_signoff_date="",
+        )
     elif kind == "PAR-02":
         row.update(role="paramedic", rotational_model="N", training_status="", afc_band="")
     elif kind == "TRN-01" and row["training_status"] in ("enrolled", "qualified"):
