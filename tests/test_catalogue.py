@@ -29,6 +29,8 @@ SPEC_RULES = {
     "PAR-03",
     "TRN-01",
     "TRN-02",
+    "TRN-03",
+    "TRN-04",
     "DUP-01",
     "DUP-02",
     "LIM-01",

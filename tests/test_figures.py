@@ -112,6 +112,8 @@ def test_sub_contract_fee_excess_comes_off_the_cost(tmp_path):
                 "employer_pension": "200.00",
                 "subcontract_fee": "300.00",
                 "amount_claimed": "2700.00",
+                "splw_online_programme": "Y",
+                "peer_support": "Y",
             }
         ],
     )

@@ -16,6 +16,9 @@ def line_money(result, line=2):
 
 LINK_WORKER = {
     "role": "social_prescribing_link_worker",
+    "training_status": "qualified",
+    "splw_online_programme": "Y",
+    "peer_support": "Y",
     "monthly_salary": "2300.00",
     "employer_ni": "200.00",
     "employer_pension": "200.00",
@@ -258,3 +261,108 @@ def test_a_paramedics_deadline_does_not_restart_in_a_new_pcn(tmp_path):
     ]
     result = run_case(tmp_path, lines, [{}, {"pcn_code": "U10002"}], month="2021-10")
     assert projection(result) == [(8, "PAR-01", "open")]
+
+
+def test_explain_lists_every_roles_training_conditions_and_no_1900():
+    explained = run_cli("explain", "TRN-01")
+    assert explained.returncode == 0, explained.stderr
+    for text in (
+        "social_prescribing_link_worker: must: attends the peer support networks",
+        "physician_associate: recommended: on the PAMVR",
+        "source: PCN Additional Roles overview (Aug 2021), Clinical pharmacist entry",
+        "applies to every claim month",
+    ):
+        assert text in explained.stdout
+    for rule_id in ("PAR-01", "MHP-01", "CAP-01"):
+        assert "1900" not in run_cli("explain", rule_id).stdout
+
+
+def test_a_version_1_roles_file_is_refused_with_where_the_columns_moved(tmp_path):
+    reference = tmp_path / "ref"
+    reference.mkdir()
+    (reference / "roles.csv").write_text(
+        "role,title,claimable_from,cost_share,training_condition,accepted_statuses\n"
+        "dietitian,Dietitian,2020-04-01,1.0,,\n"
+    )
+    files = claims(tmp_path / "c.csv", {})
+    pcns = register(tmp_path / "p.csv")
+    completed = run_cli(
+        "run",
+        str(files),
+        "--pcns",
+        str(pcns),
+        "--reference",
+        str(reference),
+        "--out",
+        str(tmp_path / "out"),
+    )
+    assert completed.returncode == 2
+    assert "training_condition, accepted_statuses have moved" in completed.stderr
+    assert "training.csv" in completed.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_user_training_file_adds_a_condition(tmp_path):
+    reference = tmp_path / "ref"
+    reference.mkdir()
+    (reference / "training.csv").write_text(
+        "role,condition,column,accepted,level,source\n"
+        "dietitian,registered with the HCPC,training_status,qualified,must,local policy\n"
+    )
+    result = run_case(tmp_path, [{"role": "dietitian", "training_status": ""}], reference=reference)
+    assert projection(result) == [(2, "TRN-01", "open")]
+    assert "'registered with the HCPC'" in result.findings["message"][0]
+
+
+def test_role_titles_and_hours_to_three_decimals_are_read(tmp_path):
+    result = run_case(
+        tmp_path,
+        [
+            {
+                "role": "Clinical Pharmacist",
+                "wte": "",
+                "hours_per_week": "9.375",
+                "monthly_salary": "875.00",
+                "employer_ni": "100.00",
+                "employer_pension": "125.00",
+                "amount_claimed": "1100.00",
+            },
+            {
+                "role": "  SOCIAL PRESCRIBING LINK WORKER ",
+                "staff_id": "S2",
+                "training_status": "qualified",
+                "splw_online_programme": "y",
+                "peer_support": "Y",
+                "amount_claimed": "2700.00",
+                "monthly_salary": "2300.00",
+                "employer_ni": "200.00",
+                "employer_pension": "200.00",
+            },
+        ],
+    )
+    assert projection(result) == []
+    wte = dict(result.lines.select("source_line", "wte_units").iter_rows())
+    assert wte == {2: 750_000, 3: 3_000_000}  # 0.25 and 1.0 WTE, exactly
+    assert result.lines["role"].to_list() == [
+        "clinical_pharmacist",
+        "social_prescribing_link_worker",
+    ]
+
+
+def test_a_link_worker_enrolled_alone_is_not_paid_and_each_condition_is_named(tmp_path):
+    result = run_case(
+        tmp_path,
+        [
+            {
+                **LINK_WORKER,
+                "training_status": "enrolled",
+                "splw_online_programme": "N",
+                "peer_support": "",
+                "amount_claimed": "2700.00",
+            }
+        ],
+    )
+    assert projection(result) == [(2, "TRN-01", "open"), (2, "TRN-03", "open")]
+    messages = " ".join(result.findings["message"].to_list())
+    assert "online learning programme" in messages and "peer support" in messages
+    assert line_money(result) == (270000, 0)

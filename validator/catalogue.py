@@ -39,8 +39,6 @@ _LINE_FIELDS = {
     "additional_to_baseline": str,
     "rotational_model": str,
     "training_status": str,
-    "training_condition": str,
-    "training_accepted": int,
     "claimable_from": int,
     "review_month": int,
     "register_found": int,
@@ -63,11 +61,19 @@ _ELIGIBLE_FIELDS = {
     "start_given": int,
     "employment_start_day": int,
     "input_first_day": int,
+    "programme_end": int,
 }
 RECORD_FIELDS: dict[str, dict[str, type]] = {
     "schema_failures": {"schema_failure": int, "claim_month": int},
     "checked_lines": _LINE_FIELDS,
     "eligible_lines": _ELIGIBLE_FIELDS,
+    "training_conditions": {
+        "claim_month": int,
+        "role": str,
+        "condition_level": str,
+        "recorded": int,
+        "met": int,
+    },
     "limited_lines": {
         "claim_month": int,
         "role": str,
@@ -121,7 +127,12 @@ MESSAGE_FIELDS = {
     "signoff": "Level 7 sign-off date or 'none'",
     "rotational_model": "Y or N",
     "training_status": "training status",
-    "accepted_statuses": "statuses the role's training condition accepts",
+    "condition": "TRN-*: the training condition, as training.csv words it",
+    "condition_column": "TRN-*: the claim column that evidences it",
+    "condition_value": "TRN-*: the value the line records there, or (blank)",
+    "condition_accepted": "TRN-*: the values that meet it",
+    "programme_start": "TRN-04: the day the programme began",
+    "programme_end": "TRN-04: two years after it began",
     "duplicate_lines": "number of lines for the same person, role and month",
     "staff_total_wte": "the person's total WTE in the month",
     "pcn_role_wte": "LIM-01: the PCN's total effective WTE in the role in the month",
@@ -143,9 +154,10 @@ id = "CAP-01"                         # equals the file name, e.g. rules/cap/CAP
 title = "Claim above the pro-rata maximum reimbursable amount"
 clause = "which part of the scheme it enforces"
 severity = "adjust"                   # reject | adjust | query | warning
-stage = "C"                           # A | B | C (SPEC section 6)
+stage = "C"                           # A | B | C (docs/scheme.md, Stages)
 applies_to = "eligible_lines"         # schema_failures | checked_lines | eligible_lines |
-                                      # limited_lines | pcn_months | pcn_review_month
+                                      # training_conditions | limited_lines |
+                                      # pcn_months | pcn_review_month
 effective_from = ""                   # only for a rule the scheme itself dates: first
 effective_until = ""                  # and last claim month (blank: every month)
 when = "amount_claimed > monthly_maximum"
@@ -222,6 +234,7 @@ class Rule:
             "schema_failures",
             "checked_lines",
             "eligible_lines",
+            "training_conditions",
             "limited_lines",
         )
 

@@ -25,6 +25,7 @@ from validator.errors import ConfigError, EngineError
 from validator.outputs import Staging, clear_leftovers, data_files, write_outputs
 from validator.pages import Rendering
 from validator.pipeline import RunOptions, run_validation
+from validator.reference import load_reference, training_conditions_text
 from validator.report import render_rule_reference, start_pages
 from validator.runlog import RunLog
 from validator.unattended import (
@@ -382,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             return EXIT_INPUT
         _say(explain_rule(rule))
+        if rule.applies_to == "training_conditions":
+            _say(training_conditions_text(load_reference(None)))
         return EXIT_CLEAN
     except ConfigError as error:
         _say(f"arrs-validate: configuration error: {error}", err=True)

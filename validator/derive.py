@@ -14,7 +14,7 @@ import datetime as dt
 import polars as pl
 
 from validator import values as v
-from validator.reference import Reference
+from validator.reference import CONDITION_COLUMNS, Reference
 
 # SPEC section 1: a sub-contracted link worker's fee contribution is at most £200 per month
 # per WTE.
@@ -30,14 +30,6 @@ def line_fields(
     in_post_from = pl.max_horizontal(pl.col("employment_start"), month)
     in_post_to = pl.min_horizontal(pl.col("employment_end").fill_null(month_last), month_last)
     days_in_post = ((in_post_to - in_post_from).dt.total_days() + 1).clip(lower_bound=0)
-    accepted = (
-        reference.roles.select(
-            "role", pl.col("accepted_statuses").str.split(";").alias("training_status")
-        )
-        .explode("training_status")
-        .filter(pl.col("training_status") != "")
-        .with_columns(pl.lit(1, dtype=pl.Int64).alias("training_accepted"))
-    )
     # A batch spans a few months: their figures are computed once each and joined on.
     months = (
         typed.select(pl.col("claim_month").unique().alias("month_date"))
@@ -65,14 +57,11 @@ def line_fields(
                 v.yyyymmdd(pl.col("claimable_from")).alias("claimable_from"),
                 pl.col("claimable_from").alias("claimable_from_date"),
                 "cost_share",
-                "training_condition",
-                "accepted_statuses",
             ),
             on="role",
             how="left",
             maintain_order="left",
         )
-        .join(accepted, on=["role", "training_status"], how="left", maintain_order="left")
         .join(
             register.select(
                 "pcn_code", "financial_year", "pcn_name", "area", "list_size", "arrs_sum"
@@ -82,7 +71,8 @@ def line_fields(
             maintain_order="left",
         )
         .with_columns(
-            pl.col("training_accepted").fill_null(0),
+            # A trainee nursing associate's 2-year programme (blank start = employment_start).
+            pl.coalesce("programme_start", "employment_start").alias("programme_began"),
             pl.col("area").is_not_null().cast(pl.Int64).alias("register_found"),
             pl.len()
             .over("staff_id", "role", "claim_month")
@@ -96,10 +86,53 @@ def line_fields(
             v.yyyymmdd(pl.col("month_date").min()).alias("input_first_day"),
         )
         .with_columns(
-            pl.coalesce("reimbursement_start", "first_claim_month").alias("reimbursement_start")
+            pl.coalesce("reimbursement_start", "first_claim_month").alias("reimbursement_start"),
+            pl.col("programme_began").dt.offset_by("24mo").alias("programme_end_date"),
         )
+        .with_columns(v.yyyymmdd(pl.col("programme_end_date")).alias("programme_end"))
     )
     return lines
+
+
+def training_records(eligible: pl.DataFrame, reference: Reference) -> pl.DataFrame:
+    """One record per stage-C line and training condition of its role (reference/training.csv,
+    in its order): the value the line records in the condition's column, whether that is
+    `recorded` (not blank) and whether it is `met` (one of the accepted values)."""
+    conditions = reference.training.with_row_index("condition_order").with_columns(
+        pl.col("condition_order").cast(pl.Int64)
+    )
+    value = pl.lit(None, dtype=pl.String)
+    for name in CONDITION_COLUMNS:
+        value = pl.when(pl.col("condition_column") == name).then(pl.col(name)).otherwise(value)
+    return (
+        eligible.select("row_no", "role", "month_date", *CONDITION_COLUMNS)
+        .join(
+            conditions.rename({"column": "condition_column", "accepted": "condition_accepted"}),
+            on="role",
+        )
+        .sort("row_no", "condition_order")
+        .with_columns(value.alias("condition_value"))
+        .with_row_index("check_no")
+        .select(
+            pl.col("check_no").cast(pl.Int64),
+            "row_no",
+            "role",
+            v.yyyymm(pl.col("month_date")).alias("claim_month"),
+            pl.col("level").alias("condition_level"),
+            pl.col("condition_value").is_not_null().cast(pl.Int64).alias("recorded"),
+            pl.col("condition_accepted")
+            .str.split(";")
+            .list.contains(pl.col("condition_value"))
+            .fill_null(False)
+            .cast(pl.Int64)
+            .alias("met"),
+            "condition",
+            "condition_column",
+            "condition_accepted",
+            "condition_value",
+            "condition_order",
+        )
+    )
 
 
 def _with_rate_band(lines: pl.DataFrame, reference: Reference) -> pl.DataFrame:
@@ -194,6 +227,7 @@ COST_INPUTS = (
     "reimbursement_start",
     "level7_signoff_date",
     "amount_claimed",
+    *CONDITION_COLUMNS,
 )
 
 

@@ -148,7 +148,14 @@ _LINE_FIELDS: dict[str, _Field] = {
     ),
     "rotational_model": _text("rotational_model"),
     "training_status": _text("training_status"),
-    "accepted_statuses": lambda c: c("accepted_statuses").fill_null("").str.replace_all(";", ", "),
+    "condition": _text("condition"),
+    "condition_column": _text("condition_column"),
+    "condition_value": _text("condition_value", "(blank)"),
+    "condition_accepted": lambda c: (
+        c("condition_accepted").fill_null("").str.replace_all(";", " or ")
+    ),
+    "programme_start": _date("programme_began"),
+    "programme_end": _date("programme_end_date"),
     "duplicate_lines": lambda c: (
         c("lines_for_staff_role_month", pl.Int64).cast(pl.String).fill_null("")
     ),

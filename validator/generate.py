@@ -69,6 +69,8 @@ EXCEPTIONS = (
     "PAR-03",
     "TRN-01",
     "TRN-02",
+    "TRN-03",
+    "TRN-04",
     "DUP-01",
     "DUP-02",
 )
@@ -113,6 +115,7 @@ def _line(person: Person, pcn: str, month: dt.date) -> dict:
     share_half = person.role.startswith("mental_health")
     cost = salary + ni + pension + person.fee
     claimed = (cost + 1) // 2 if share_half else cost
+    link_worker = person.role == "social_prescribing_link_worker"
     return {
         "pcn_code": pcn,
         "claim_month": f"{month:%Y-%m}",
@@ -133,6 +136,10 @@ def _line(person: Person, pcn: str, month: dt.date) -> dict:
         "additional_to_baseline": "Y",
         "training_status": TRAINED.get(person.role, ""),
         "reimbursement_start": "",
+        "splw_online_programme": "Y" if link_worker else "",
+        "peer_support": "Y" if link_worker else "",
+        "pamvr_registered": "Y" if person.role == "physician_associate" else "",
+        "programme_start": "",
         "level7_signoff_date": person.signoff.isoformat() if person.signoff else "",
         "rotational_model": "Y" if person.role == "paramedic" else "",
     }
@@ -186,8 +193,23 @@ def _seed_exception(
         row.update(role="paramedic", rotational_model="N", training_status="", afc_band="")
     elif kind == "TRN-01" and row["training_status"] in ("enrolled", "qualified"):
         row["training_status"] = "not_started"
-    elif kind == "TRN-02" and row["role"] == "physician_associate":
-        row["training_status"] = "enrolled"
+    elif kind == "TRN-02":  # a physician associate not on the PAMVR
+        row.update(role="physician_associate", pamvr_registered="N", afc_band="")
+    elif kind == "TRN-03":  # a link worker whose peer support is not recorded
+        row.update(
+            role="social_prescribing_link_worker",
+            training_status="qualified",
+            splw_online_programme="Y",
+            peer_support="",
+            afc_band="",
+        )
+    elif kind == "TRN-04":  # a trainee nursing associate enrolled since 2018
+        row.update(
+            role="trainee_nursing_associate",
+            training_status="enrolled",
+            employment_start="2018-01-10",
+            afc_band="",
+        )
     elif kind == "DUP-01":
         return [row, dict(row)]
     elif kind == "DUP-02":

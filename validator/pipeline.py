@@ -230,7 +230,7 @@ class _Run:
             )
         self._tell("phase", name="schema")
         with timer("schema"):
-            failures, typed = check_claims(raw, self.reference.role_codes)
+            failures, typed = check_claims(raw, self.reference.role_names)
             rejected_rows = failures["row_no"].unique()
             rows_read = raw.height
             # From here on only the rejected rows' text is needed (their findings and sums).
@@ -267,6 +267,9 @@ class _Run:
             stage_c_all = [rule for rule in line_rules if rule.stage != "B"]
             self._record(self._line_findings(engine, stage_c_all, lines))
             self._record(self._line_findings(engine, eligible_rules, eligible))
+            conditions = derive.training_records(eligible, self.reference)
+            condition_rules = self.catalogue.applying_to("training_conditions")
+            self._record(self._condition_findings(engine, condition_rules, conditions, lines))
             # The number limits count the lines left without an open reject, so they come last.
             limited = derive.limit_fields(eligible, self._open_rejects(), self.reference)
             limit_rules = self.catalogue.applying_to("limited_lines")
@@ -386,6 +389,20 @@ class _Run:
         keys = records if keys is None else keys
         return fired.join(
             keys.select("row_no", "pcn_code", "staff_id", "role", "month_date"), on="row_no"
+        )
+
+    def _condition_findings(
+        self, engine: RulesEngine, rules: list[Rule], records: pl.DataFrame, lines: pl.DataFrame
+    ):
+        """Findings on a line's training conditions: one per unmet condition, naming it."""
+        fired = self._fires(engine, rules, records, "check_no")
+        return (
+            fired.join(records.drop("role", "claim_month"), on="check_no")
+            .join(
+                lines.select("row_no", "pcn_code", "staff_id", "role", "month_date"),
+                on="row_no",
+            )
+            .drop("check_no")
         )
 
     def _open_rejects(self) -> pl.Series:
