@@ -11,7 +11,7 @@ from validator.errors import ConfigError
 from validator.paths import RULES_DIR
 
 CATALOGUE = load_catalogue()
-SPEC_RULES = {
+SCHEME_RULES = {
     "SCH-01",
     "ELG-01",
     "ELG-02",
@@ -41,7 +41,7 @@ SPEC_RULES = {
 
 
 def test_catalogue_holds_every_rule_of_the_scheme_document():
-    assert {rule.id for rule in CATALOGUE.active} == SPEC_RULES
+    assert {rule.id for rule in CATALOGUE.active} == SCHEME_RULES
 
 
 @pytest.mark.parametrize("rule", CATALOGUE.rules, ids=lambda rule: rule.id)

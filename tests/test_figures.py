@@ -1,4 +1,4 @@
-"""The figures of SPEC section 5, exact to the penny, and the money each finding carries."""
+"""The figures of docs/scheme.md, exact to the penny, and the money each finding carries."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def line_money(result, line=2):
             {"role": "pharmacy_technician", "wte": "0.8", "employment_start": "2021-06-16"},
             {},
             120380,
-        ),  # the SPEC's £1,203.80
+        ),  # docs/scheme.md's £1,203.80
         ({"wte": "", "hours_per_week": "30", "employment_start": "2021-06-16"}, {}, 189430),
         ({"claim_month": "2022-02", "employment_start": "2022-02-15"}, {}, 236788),  # 14/28
         ({"claim_month": "2021-06", "employment_end": "2021-06-10"}, {}, 157858),  # leaver

@@ -1,8 +1,10 @@
 """Stage figures with Polars: every value a rule or the money needs, computed once, exactly.
 
-SPEC section 5: days in post, the effective-dated pro-rata monthly maximum, actual and
-reimbursable cost, the sub-contract fee limit, and the aggregates the rules compare (lines per
-person and role, a person's total WTE, a PCN's WTE in a limited role, year-to-date allowed).
+The figures of docs/scheme.md: days in post, effective WTE, the effective-dated pro-rata
+monthly maximum (or none: REF-01), the fee that counts, actual and reimbursable cost, the fee
+limit and cost cap, each line's share within a number limit, the training conditions of each
+line, and the aggregates the rules compare (lines per person and role, a person's total WTE,
+year-to-date allowed).
 Money is integer pence and WTE integer units; rounding is half-up to the penny. The fields
 handed to the engine are exactly those declared in catalogue.RECORD_FIELDS, without nulls.
 """
@@ -16,8 +18,8 @@ import polars as pl
 from validator import values as v
 from validator.reference import CONDITION_COLUMNS, Reference
 
-# SPEC section 1: a sub-contracted link worker's fee contribution is at most £200 per month
-# per WTE.
+# A sub-contracted link worker's fee contribution is at most £200 per month per WTE
+# (docs/scheme.md).
 SUBCONTRACT_FEE_CAP_PER_WTE = 20_000
 
 

@@ -1,7 +1,7 @@
 """Findings as the outputs show them: keys, money, status and a message that explains itself.
 
 Every finding says where (file, line and keys, or PCN and month), what, the expected against
-the actual figures, and the rule (STYLE.md point 7). Money per finding follows SPEC section 5:
+the actual figures, and the rule (STYLE.md point 7). Money per finding follows docs/scheme.md:
 a reject puts the whole claim at risk, an adjust the excess over its cap, a query or warning
 nothing; totals are taken per line so the same pounds are never counted twice.
 """
@@ -261,7 +261,7 @@ def finalise(
     catalogue: Catalogue,
     review: dt.date,
 ) -> pl.DataFrame:
-    """Every finding with its figures and message, in the output order of SPEC section 7."""
+    """Every finding with its figures and message, in exceptions.csv's order (README)."""
     parts = []
 
     schema = (
@@ -413,7 +413,7 @@ def summary(
     register: pl.DataFrame,
     review: dt.date,
 ) -> pl.DataFrame:
-    """One row per PCN (SPEC section 7); lines rejected by the schema count as claimed."""
+    """One row per PCN (README, Outputs); lines rejected by the schema count as claimed."""
     review_year = v.financial_year(review)
     rejected = (
         raw.filter(pl.col("row_no").is_in(failures["row_no"].implode()))

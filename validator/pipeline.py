@@ -1,8 +1,8 @@
 """One validation run: load -> schema -> derive -> rules -> money -> findings.
 
-The stages of SPEC section 6: A (schema) rows take no further part; B (eligibility) findings
+The stages of docs/scheme.md: A (schema) rows take no further part; B (eligibility) findings
 keep a line out of stage C; C decides everything else. Agreements turn covered findings into
-`waived` ones (never hidden). Money follows SPEC section 5 exactly, in integer pence.
+`waived` ones (never hidden). Money follows docs/scheme.md exactly, in integer pence.
 The library never prints and never exits; the CLI decides what to show and the exit code.
 """
 
@@ -450,7 +450,7 @@ class _Run:
         )
 
     def _money(self, lines, eligible, line_found) -> pl.DataFrame:
-        """amount_allowed and amount_at_risk per line (SPEC section 5)."""
+        """amount_allowed and amount_at_risk per line (docs/scheme.md, "The figures")."""
         caps = {rule.id: rule.allowed_up_to for rule in self.catalogue.active if rule.allowed_up_to}
         open_found = (
             line_found.filter(pl.col("status") == "open")
