@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 
+from tests.helpers import PROJECT, run_cli
 from validator.catalogue import RECORD_FIELDS, compile_condition, load_catalogue
 from validator.errors import ConfigError
 from validator.paths import RULES_DIR
@@ -41,7 +42,27 @@ SCHEME_RULES = {
 
 
 def test_catalogue_holds_every_rule_of_the_scheme_document():
+    assert len(SCHEME_RULES) == 25
     assert {rule.id for rule in CATALOGUE.active} == SCHEME_RULES
+    scheme = (PROJECT / "docs" / "scheme.md").read_text(encoding="utf-8")
+    for rule_id in SCHEME_RULES:
+        assert f"| {rule_id} |" in scheme, f"docs/scheme.md does not describe {rule_id}"
+
+
+def test_the_rules_command_lists_all_25():
+    listing = run_cli("rules").stdout
+    assert {line.split()[0] for line in listing.splitlines()[1:]} == SCHEME_RULES
+
+
+@pytest.mark.parametrize("rule", CATALOGUE.rules, ids=lambda rule: rule.id)
+def test_every_clause_names_its_document_and_section_or_role_entry(rule):
+    documents = (
+        "PCN Additional Roles overview (Aug 2021), ",
+        "NHS England, Network Contract DES 2021/22 specification, ",
+        "(README, Inputs",
+    )
+    assert any(document in rule.clause for document in documents), rule.clause
+    assert "SPEC" not in rule.clause and "1900" not in rule.months
 
 
 @pytest.mark.parametrize("rule", CATALOGUE.rules, ids=lambda rule: rule.id)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import csv
 
-from tests.helpers import claims, projection, register, run_case, run_cli
+from tests.helpers import agreements, claims, projection, register, run_case, run_cli
 
 
 def line_money(result, line=2):
@@ -366,3 +366,46 @@ def test_a_link_worker_enrolled_alone_is_not_paid_and_each_condition_is_named(tm
     messages = " ".join(result.findings["message"].to_list())
     assert "online learning programme" in messages and "peer support" in messages
     assert line_money(result) == (270000, 0)
+
+
+def test_an_mhp_line_with_no_band_and_a_waived_elg_01_does_not_stop_the_run(tmp_path):
+    march = {
+        **MHP,
+        "afc_band": "",
+        "claim_month": "2021-03",
+        "employment_start": "2021-03-01",
+        "amount_claimed": "1500.00",
+    }
+    files = claims(tmp_path / "c.csv", march, {})
+    pcns = register(tmp_path / "p.csv", {"financial_year": "2020/21"}, {})
+    agreed = agreements(tmp_path / "a.csv", {"rule_id": "ELG-01", "from_month": "2021-03"})
+    out = tmp_path / "out"
+    completed = run_cli(
+        "run", str(files), "--pcns", str(pcns), "--agreements", str(agreed), "--out", str(out)
+    )
+    assert completed.returncode == 1, completed.stderr
+    with (out / "exceptions.csv").open(encoding="utf-8", newline="") as handle:
+        rows = sorted((r["rule_id"], r["status"]) for r in csv.DictReader(handle))
+    assert rows == [("ELG-01", "waived"), ("MHP-01", "open")]
+
+
+def test_paramedic_rules_apply_to_months_before_april_2021(tmp_path):
+    """A role made claimable earlier by --reference: PAR-01 and PAR-02 judge those months too
+    (the scheme dates the role, not the rules)."""
+    reference = tmp_path / "ref"
+    reference.mkdir()
+    (reference / "roles.csv").write_text(
+        "role,title,claimable_from,cost_share\nparamedic,Paramedic,2020-04-01,1.0\n"
+    )
+    (reference / "rates.csv").write_text(
+        "role,afc_band,area,effective_from,effective_to,annual_maximum\n"
+        "paramedic,,standard,2020-04-01,2021-03-31,54841.00\n"
+    )
+    paramedic = {
+        "role": "paramedic",
+        "claim_month": "2020-10",
+        "employment_start": "2020-04-01",
+        "reimbursement_start": "2020-04-01",
+    }
+    result = run_case(tmp_path, [paramedic], [{"financial_year": "2020/21"}], reference=reference)
+    assert projection(result) == [(2, "PAR-01", "open"), (2, "PAR-02", "open")]

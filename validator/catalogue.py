@@ -44,7 +44,8 @@ _LINE_FIELDS = {
     "register_found": int,
     "days_in_post": int,
     "lines_for_staff_role_month": int,
-    "staff_month_wte": int,
+    "staff_month_effective": int,
+    "full_time_effective": int,
 }
 _ELIGIBLE_FIELDS = {
     **_LINE_FIELDS,
@@ -134,7 +135,7 @@ MESSAGE_FIELDS = {
     "programme_start": "TRN-04: the day the programme began",
     "programme_end": "TRN-04: two years after it began",
     "duplicate_lines": "number of lines for the same person, role and month",
-    "staff_total_wte": "the person's total WTE in the month",
+    "staff_total_wte": "the person's total effective WTE in the month",
     "pcn_role_wte": "LIM-01: the PCN's total effective WTE in the role in the month",
     "max_wte": "LIM-01: the number limit",
     "effective_wte": "LIM-01: the line's effective WTE (wte x days in post / days in month)",

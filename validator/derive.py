@@ -80,7 +80,14 @@ def line_fields(
             .over("staff_id", "role", "claim_month")
             .cast(pl.Int64)
             .alias("lines_for_staff_role_month"),
-            pl.col("wte_units").sum().over("staff_id", "claim_month").alias("staff_month_wte"),
+            # A person's effective WTE in the month over all lines and PCNs, exactly (wte
+            # units x days in post; full time is WTE_UNITS x days in month): a move between
+            # PCNs mid-month is not a duplicate.
+            (pl.col("wte_units") * pl.col("days_in_post"))
+            .sum()
+            .over("staff_id", "claim_month")
+            .alias("staff_month_effective"),
+            (pl.col("days_in_month") * v.WTE_UNITS).alias("full_time_effective"),
             # The scheme counts from the individual's reimbursement, in any PCN.
             pl.col("month_date").min().over("staff_id", "role").alias("first_claim_month"),
             pl.col("reimbursement_start").is_not_null().cast(pl.Int64).alias("start_given"),
@@ -91,7 +98,11 @@ def line_fields(
             pl.coalesce("reimbursement_start", "first_claim_month").alias("reimbursement_start"),
             pl.col("programme_began").dt.offset_by("24mo").alias("programme_end_date"),
         )
-        .with_columns(v.yyyymmdd(pl.col("programme_end_date")).alias("programme_end"))
+        .with_columns(
+            v.yyyymmdd(pl.col("programme_end_date")).alias("programme_end"),
+            # For messages: WTE units, rounded down (shown with '…' when inexact).
+            (pl.col("staff_month_effective") // pl.col("days_in_month")).alias("staff_month_wte"),
+        )
     )
     return lines
 
