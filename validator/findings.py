@@ -123,7 +123,7 @@ _LINE_FIELDS: dict[str, _Field] = {
     "share": _share,
     "fee": _pounds("subcontract_fee"),
     "employment_model": _text("employment_model"),
-    "area": lambda c: c("area").fill_null("").str.replace_all("_", " "),
+    "area": lambda c: c("area").fill_null("").str.replace("_london", " London", literal=True),
     "band_text": lambda c: (
         pl.when(c("rate_band").fill_null("") == "")
         .then(pl.lit(""))
