@@ -191,8 +191,8 @@ def _seed_exception(
         )
     elif kind == "PAR-02":
         row.update(role="paramedic", rotational_model="N", training_status="", afc_band="")
-    elif kind == "TRN-01" and row["training_status"] in ("enrolled", "qualified"):
-        row["training_status"] = "not_started"
+    elif kind == "TRN-01":  # a care coordinator whose training has not started
+        row.update(role="care_coordinator", training_status="not_started", afc_band="")
     elif kind == "TRN-02":  # a physician associate not on the PAMVR
         row.update(role="physician_associate", pamvr_registered="N", afc_band="")
     elif kind == "TRN-03":  # a link worker whose peer support is not recorded
@@ -291,6 +291,7 @@ def generate(
         "training booked for every new starter\n"
     )
     total = 0
+    waivable_seeded = False
     for month in calendar:
         month_end = month.replace(day=monthrange(month.year, month.month)[1])
         lines = [",".join(HEADER)]
@@ -300,7 +301,11 @@ def generate(
                     continue
                 row = _line(person, code, month)
                 rows = [row]
-                if rng.random() < exception_rate * len(kinds):
+                if code == "U10001" and not waivable_seeded:
+                    # Always one finding for the agreement AG-1 to waive.
+                    rows = _seed_exception("TRN-01", row, rng, month, next_month, areas[code])
+                    waivable_seeded = True
+                elif rng.random() < exception_rate * len(kinds):
                     rows = _seed_exception(
                         rng.choice(kinds), row, rng, month, next_month, areas[code]
                     )
