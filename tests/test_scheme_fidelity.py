@@ -409,3 +409,15 @@ def test_paramedic_rules_apply_to_months_before_april_2021(tmp_path):
     }
     result = run_case(tmp_path, [paramedic], [{"financial_year": "2020/21"}], reference=reference)
     assert projection(result) == [(2, "PAR-01", "open"), (2, "PAR-02", "open")]
+
+
+def test_a_waived_ref_01_is_paid_uncapped_but_the_rate_is_still_named(tmp_path):
+    result = run_case(
+        tmp_path,
+        [{"role": "advanced_practitioner"}],
+        [{"area": "inner_london"}],
+        agreement_rows=[{"rule_id": "REF-01"}],
+    )
+    assert projection(result) == [(2, "REF-01", "waived")]
+    assert line_money(result) == (440000, 440000)
+    assert "area inner_london, month 2021-06" in result.missing_rates_message
