@@ -21,7 +21,7 @@ run: $(STAMP)
 	@$(BIN)/arrs-validate run sample_claims/claims --pcns sample_claims/pcns.csv \
 		--agreements sample_claims/agreements.csv --month 2021-12 --out $(OUT); \
 	status=$$?; echo "exit code $$status (0 clean, 1 open findings, 2 input/config error, 3 internal error)"; \
-	test $$status -le 1
+	test $$status -le 2  # the sample seeds a missing rate (REF-01): outputs written, exit 2
 
 test: $(STAMP)
 	$(BIN)/pytest

@@ -36,6 +36,10 @@ BASE_LINE = {
     "additional_to_baseline": "Y",
     "training_status": "enrolled",
     "reimbursement_start": "",
+    "splw_online_programme": "",
+    "peer_support": "",
+    "pamvr_registered": "",
+    "programme_start": "",
     "level7_signoff_date": "",
     "rotational_model": "",
 }

@@ -6,36 +6,63 @@ import shutil
 
 import pytest
 
+from tests.helpers import PROJECT, run_cli
 from validator.catalogue import RECORD_FIELDS, compile_condition, load_catalogue
 from validator.errors import ConfigError
 from validator.paths import RULES_DIR
 
 CATALOGUE = load_catalogue()
-SPEC_RULES = {
+SCHEME_RULES = {
     "SCH-01",
     "ELG-01",
     "ELG-02",
     "ELG-03",
     "ELG-04",
     "ELG-05",
+    "REF-01",
     "CST-01",
     "CAP-01",
     "SPL-01",
+    "SPL-02",
     "MHP-01",
     "PAR-01",
     "PAR-02",
+    "PAR-03",
     "TRN-01",
     "TRN-02",
+    "TRN-03",
+    "TRN-04",
     "DUP-01",
     "DUP-02",
     "LIM-01",
+    "LIM-02",
     "BUD-01",
     "BUD-02",
 }
 
 
-def test_catalogue_holds_the_nineteen_rules_of_the_spec():
-    assert {rule.id for rule in CATALOGUE.active} == SPEC_RULES
+def test_catalogue_holds_every_rule_of_the_scheme_document():
+    assert len(SCHEME_RULES) == 25
+    assert {rule.id for rule in CATALOGUE.active} == SCHEME_RULES
+    scheme = (PROJECT / "docs" / "scheme.md").read_text(encoding="utf-8")
+    for rule_id in SCHEME_RULES:
+        assert f"| {rule_id} |" in scheme, f"docs/scheme.md does not describe {rule_id}"
+
+
+def test_the_rules_command_lists_all_25():
+    listing = run_cli("rules").stdout
+    assert {line.split()[0] for line in listing.splitlines()[1:]} == SCHEME_RULES
+
+
+@pytest.mark.parametrize("rule", CATALOGUE.rules, ids=lambda rule: rule.id)
+def test_every_clause_names_its_document_and_section_or_role_entry(rule):
+    documents = (
+        "PCN Additional Roles overview (Aug 2021), ",
+        "NHS England, Network Contract DES 2021/22 specification, ",
+        "(README, Inputs",
+    )
+    assert any(document in rule.clause for document in documents), rule.clause
+    assert "SPEC" not in rule.clause and "1900" not in rule.months
 
 
 @pytest.mark.parametrize("rule", CATALOGUE.rules, ids=lambda rule: rule.id)
@@ -85,7 +112,7 @@ def broken_catalogue(tmp_path, rule_file: str, old: str, new: str):
             "expected a int constant",
         ),
         ("cap/CAP-01.toml", 'severity = "adjust"', 'severity = "fatal"', "severity must be"),
-        ("cap/CAP-01.toml", 'effective_from = "1900-01"', 'effective_from = "2021"', "YYYY-MM"),
+        ("cap/CAP-01.toml", 'stage = "C"', 'stage = "C"\neffective_from = "2021"', "YYYY-MM"),
         ("par/PAR-02.toml", 'severity = "query"', 'severity = "adjust"', "adjust rule names"),
     ],
 )

@@ -93,21 +93,14 @@ def test_unreadable_claim_file_exits_2_but_the_rest_is_validated(tmp_path):
         ([{"area": "moon"}], (), "column area: 'moon'"),
         ([{}, {}], (), "more than one row"),
         ([{}], ("--month", "June"), "--month June"),
-        ([{"area": "outer_london"}], (), None),  # advanced practitioner has no London rate
     ],
 )
 def test_configuration_errors_exit_2_before_any_output(tmp_path, register_rows, extra, message):
-    line = {"role": "advanced_practitioner"} if message is None else {}
-    completed = run(tmp_path, line, register_rows=register_rows, extra=extra)
+    # (A missing rate is a line finding, REF-01: tests/test_scheme_fidelity.py.)
+    completed = run(tmp_path, {}, register_rows=register_rows, extra=extra)
     assert completed.returncode == 2
     assert "Traceback" not in completed.stderr
-    if message is None:
-        assert "role advanced_practitioner, band (none), area outer_london, month 2021-06" in (
-            completed.stderr
-        )
-        assert "rates.csv" in completed.stderr
-    else:
-        assert message in completed.stderr
+    assert message in completed.stderr
     assert not (tmp_path / "out").exists()
 
 
@@ -156,26 +149,28 @@ def test_reference_adds_a_years_rates_and_limits(tmp_path):
     lines = [mhp, {**mhp, "staff_id": "S2"}]
     year = [{"financial_year": "2022/23"}]
     without = run(tmp_path, *lines, register_rows=year, out="plain")
-    assert without.returncode == 1
-    # Shipped data only: the 2021/22 rate is still in force and there is no 2022/23 limit.
+    assert without.returncode == 2
+    # Shipped data only: the 2021/22 rates ended on 31 March 2022, so no rate applies.
     assert sorted(
         (r["rule_id"], r["amount_allowed"]) for r in read_exceptions(tmp_path / "plain")
-    ) == [("CAP-01", "1870.25"), ("CAP-01", "1870.25")]
+    ) == [("REF-01", "0.00"), ("REF-01", "0.00")]
     completed = run(tmp_path, *lines, register_rows=year, extra=("--reference", str(reference)))
     assert completed.returncode == 1, completed.stderr
     rows = read_exceptions(tmp_path / "out")
-    # £24,000 / 12 = £2,000.00 caps the £2,100.00 claims; 2.0 WTE passes the 1.5 limit.
-    assert sorted((r["rule_id"], r["amount_allowed"]) for r in rows) == [
-        ("CAP-01", "2000.00"),
-        ("CAP-01", "2000.00"),
-        ("LIM-01", "4000.00"),
+    # £24,000 / 12 = £2,000.00 caps the £2,100.00 claims; 2.0 WTE passes the 1.5 limit, so
+    # the second line (by staff_id, both starting in May) is paid for its 0.5 WTE within it.
+    assert sorted((r["rule_id"], r["staff_id"], r["amount_allowed"]) for r in rows) == [
+        ("CAP-01", "S001", "2000.00"),
+        ("CAP-01", "S2", "1000.00"),
+        ("LIM-01", "S2", "1000.00"),
     ]
 
 
-def test_rules_lists_all_nineteen_and_explain_shows_one():
+def test_rules_lists_every_rule_and_explain_shows_one():
+    rules = len(load_catalogue().rules)
     listing = run_cli("rules")
     assert listing.returncode == 0
-    assert len(listing.stdout.strip().splitlines()) == 20  # header + nineteen rules
+    assert len(listing.stdout.strip().splitlines()) == 1 + rules  # header + the rules
     explained = run_cli("explain", "par-01")
     assert explained.returncode == 0
     for part in ("PAR-01", "clause:", "rationale:", "failing example", "passing example"):
@@ -184,7 +179,7 @@ def test_rules_lists_all_nineteen_and_explain_shows_one():
     page.parent.mkdir(exist_ok=True)
     assert run_cli("rules", "--html", str(page)).returncode == 0
     html = page.read_text()
-    assert html.count('<tr id="') == 19 and 'id="PAR-01"' in html
+    assert html.count('<tr id="') == rules and 'id="PAR-01"' in html
     missing = run_cli("explain", "XYZ-99")
     assert missing.returncode == 2 and "arrs-validate rules" in missing.stderr
 

@@ -19,6 +19,7 @@ def records(n: int) -> pl.DataFrame:
             "amount_claimed": [i * 7 % 1009 for i in range(n)],
             "monthly_maximum": [500 + i % 13 for i in range(n)],
             "claim_month": [202106] * n,
+            "rate_found": [1] * n,
         }
     )
 
@@ -27,7 +28,7 @@ def test_verdicts_match_the_condition_for_every_record_across_batches():
     frame = records(3 * BATCH_SIZE + 17)
     with RulesEngine([CAP]) as engine:
         verdict = engine.evaluate(CAP, frame)
-    expected = (frame["amount_claimed"] > frame["monthly_maximum"]).to_list()
+    expected = (frame["amount_claimed"] > frame["monthly_maximum"]).to_list()  # rate_found 1
     assert verdict.to_list() == expected
 
 
@@ -46,6 +47,7 @@ def test_distinct_inputs_are_decided_once():
             "amount_claimed": [5, 5, 5, 9],
             "monthly_maximum": [6, 6, 6, 6],
             "claim_month": [202106] * 4,
+            "rate_found": [1] * 4,
         }
     )
     with RulesEngine([CAP]) as engine:
@@ -100,7 +102,7 @@ def test_fast_and_plain_modes_find_exactly_the_same(tmp_path):
     from validator.generate import generate
     from validator.pipeline import RunOptions, run_validation
 
-    batch = generate(tmp_path, pcns=25, months=12, seed=7, exception_rate=0.02)
+    batch = generate(tmp_path, pcns=25, months=12, seed=7, exception_rate=0.02, missing_rates=True)
     results = {}
     for mode in ("fast", "plain"):
         options = RunOptions(

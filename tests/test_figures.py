@@ -1,4 +1,4 @@
-"""The figures of SPEC section 5, exact to the penny, and the money each finding carries."""
+"""The figures of docs/scheme.md, exact to the penny, and the money each finding carries."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def line_money(result, line=2):
             {"role": "pharmacy_technician", "wte": "0.8", "employment_start": "2021-06-16"},
             {},
             120380,
-        ),  # the SPEC's £1,203.80
+        ),  # docs/scheme.md's £1,203.80
         ({"wte": "", "hours_per_week": "30", "employment_start": "2021-06-16"}, {}, 189430),
         ({"claim_month": "2022-02", "employment_start": "2022-02-15"}, {}, 236788),  # 14/28
         ({"claim_month": "2021-06", "employment_end": "2021-06-10"}, {}, 157858),  # leaver
@@ -43,10 +43,17 @@ def test_monthly_maximum(tmp_path, changes, register_row, maximum):
 
 
 def test_leap_year_february_has_29_days(tmp_path):
+    reference = tmp_path / "ref"
+    reference.mkdir()
+    (reference / "rates.csv").write_text(
+        "role,afc_band,area,effective_from,effective_to,annual_maximum\n"
+        "clinical_pharmacist,,standard,2023-04-01,2024-03-31,56829.00\n"
+    )
     result = run_case(
         tmp_path,
         [{**EXPENSIVE, "claim_month": "2024-02", "employment_start": "2024-02-15"}],
         [{"financial_year": "2023/24"}],
+        reference=reference,
     )
     found = result.findings.filter(result.findings["rule_id"] == "CAP-01")
     assert found["amount_allowed"][0] == 244953  # 5,682,900p * 15/29 / 12 = 244,953.45
@@ -105,6 +112,8 @@ def test_sub_contract_fee_excess_comes_off_the_cost(tmp_path):
                 "employer_pension": "200.00",
                 "subcontract_fee": "300.00",
                 "amount_claimed": "2700.00",
+                "splw_online_programme": "Y",
+                "peer_support": "Y",
             }
         ],
     )

@@ -100,7 +100,7 @@ def test_five_hundred_columns(tmp_path):
         writer.writerow([*(BASE_LINE[name] for name in CLAIM_HEADER), *("v" for _ in extra)])
     assert validate(tmp_path, path).returncode == 0
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert len(manifest["inputs"][0]["ignored_columns"]) == 479
+    assert len(manifest["inputs"][0]["ignored_columns"]) == len(extra)
 
 
 def test_awkward_file_names(tmp_path):

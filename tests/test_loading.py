@@ -1,4 +1,4 @@
-"""Claim-file intake (SPEC section 2): encodings, headers, money and date forms, bad rows."""
+"""Claim-file intake (README, Inputs): encodings, headers, money and date forms, bad rows."""
 
 from __future__ import annotations
 

@@ -35,10 +35,15 @@ def sample_run(tmp_path_factory):
     return out, completed
 
 
-def test_sample_batch_exits_with_open_findings(sample_run):
-    _, completed = sample_run
-    assert completed.returncode == 1, completed.stderr
+def test_sample_batch_writes_everything_then_exits_2_for_its_missing_rate(sample_run):
+    out, completed = sample_run
+    assert completed.returncode == 2, completed.stderr
     assert "Traceback" not in completed.stderr
+    assert completed.stderr.count("no maximum reimbursable amount") == 1
+    assert "role advanced_practitioner, band (none), area outer_london, month 2021-12" in (
+        completed.stderr
+    )
+    assert (out / "exceptions.csv").exists() and (out / "index.html").exists()
 
 
 def test_sample_batch_findings_are_exactly_those_listed_in_its_readme(sample_run):
@@ -68,9 +73,9 @@ def test_sample_outputs_reconcile_and_rerun_byte_identical(sample_run, tmp_path)
     manifest = json.loads((out / "manifest.json").read_text())
     reconciliation = manifest["reconciliation"]
     assert reconciliation == {
-        "rows_read": 363,
+        "rows_read": 358,
         "rows_rejected_by_schema": 2,
-        "rows_checked": 361,
+        "rows_checked": 356,
         "balanced": True,
     }
     encodings = {
@@ -80,7 +85,7 @@ def test_sample_outputs_reconcile_and_rerun_byte_identical(sample_run, tmp_path)
     assert encodings["2021-11.csv"] == "utf-8-sig"
     assert manifest["unmatched_agreements"] == ["AG-2021-003"]
     again = tmp_path / "again"
-    assert run_sample(again).returncode == 1
+    assert run_sample(again).returncode == 2
     for name in ("exceptions.csv", "summary.csv"):
         assert (out / name).read_bytes() == (again / name).read_bytes()
 
@@ -102,11 +107,12 @@ def test_manifest_describes_every_input_and_reference_file(sample_run):
     manifest = json.loads((out / "manifest.json").read_text())
     kinds = {i["kind"]: i for i in manifest["inputs"] if i["kind"] != "claims"}
     assert kinds["pcns"]["rows"] == 7 and kinds["pcns"]["encoding"] == "utf-8"
-    assert kinds["agreements"]["rows"] == 3
+    assert kinds["agreements"]["rows"] == 5
     reference = {Path(r["path"]).name: r for r in manifest["reference_files"]}
     assert reference["roles.csv"]["rows"] == 16 and reference["limits.csv"]["rows"] == 2
+    assert reference["training.csv"]["rows"] == 10 and reference["rates.csv"]["rows"] == 64
     assert all(len(r["sha256"]) == 64 for r in reference.values())
     claims = [i for i in manifest["inputs"] if i["kind"] == "claims"]
-    assert sum(i["rows_read"] for i in claims) == 363
+    assert sum(i["rows_read"] for i in claims) == 358
     assert manifest["tool_version"] and manifest["rule_catalogue_sha256"]
     assert manifest["review_month"] == "2021-12" and manifest["started_at"]

@@ -133,6 +133,10 @@ class Staff:
             "additional_to_baseline": "Y",
             "training_status": STATUS.get(self.role, ""),
             "reimbursement_start": "",
+            "splw_online_programme": "Y" if self.role == "social_prescribing_link_worker" else "",
+            "peer_support": "Y" if self.role == "social_prescribing_link_worker" else "",
+            "pamvr_registered": "Y" if self.role == "physician_associate" else "",
+            "programme_start": "",
             "level7_signoff_date": "",
             "rotational_model": "",
         }
@@ -176,6 +180,7 @@ def staff_lists():
             ("mental_health_practitioner", "1.0", {"afc_band": "7"}),
             ("mental_health_practitioner", "1.0", {"afc_band": "6"}),
             ("mental_health_practitioner_cyp", "0.5", {"afc_band": "6"}),
+            ("paramedic", "1.0", {"rotational_model": "Y"}),
         ],
         "U71004": [
             ("clinical_pharmacist",),
@@ -225,6 +230,15 @@ def build() -> dict[str, list[dict]]:
     # U71004's paramedic is signed off in September; U71006's has an extended deadline.
     find(staff, "04-003").extra["level7_signoff_date"] = "2021-09-15"
     find(staff, "01-006").extra["rotational_model"] = "Y"
+    # U71003's children and young people's MHP starts in November (LIM-02: agreed for
+    # November by two agreements, open in December).
+    find(staff, "03-010").start = "2021-11-01"
+    # U71003's paramedic has been in post since January 2021 but is first claimed in
+    # December, with no reimbursement_start given (PAR-03).
+    find(staff, "03-011").start = "2021-12-01"
+    # U71005's trainee nursing associate began the 2-year programme on 15 November 2019:
+    # still enrolled in November 2021 (24 months) is fine, in December (25) it is TRN-04.
+    find(staff, "05-004").extra["programme_start"] = "2019-11-15"
     files: dict[str, list[dict]] = {}
     for month in MONTHS:
         key = f"{month:%Y-%m}"
@@ -265,7 +279,18 @@ def build() -> dict[str, list[dict]]:
                 if sid == "06-004" and key in ("2021-04", "2021-05", "2021-06"):
                     changes = {"training_status": "not_started"}  # TRN-01, two months waived
                 if sid == "04-005" and key in ("2021-04", "2021-05"):
-                    changes = {"training_status": "enrolled"}  # TRN-02
+                    changes = {"pamvr_registered": "N"}  # TRN-02
+                if sid == "03-011":
+                    changes = {"employment_start": "2021-01-04"}  # PAR-03
+                if sid == "05-002" and key == "2021-10":
+                    changes = {"splw_online_programme": "N"}  # TRN-01: one condition unmet
+                if sid == "01-002" and key == "2021-07":
+                    changes = {"peer_support": ""}  # TRN-03: not recorded
+                if sid == "06-002" and key == "2021-08":
+                    # SPL-02: a sub-contract fee on a practice-employed pharmacy technician,
+                    # included in the claim, which CST-01 then withholds.
+                    claimed = float(person.line(month)["amount_claimed"]) + 150
+                    changes = {"subcontract_fee": "150.00", "amount_claimed": pence(claimed)}
                 if sid == "05-001" and key == "2021-09":
                     changes = {"amount_claimed": "4,6O4.25"}  # SCH-01: letter O
                 if sid == "05-004" and key == "2021-09":
@@ -302,6 +327,8 @@ def build() -> dict[str, list[dict]]:
                 ).line(month)
             )
         if key == "2021-12":
+            # An outer London advanced practitioner: no London rate ships (REF-01).
+            rows.append(Staff("U71002", 9, "advanced_practitioner", start="2021-12-01").line(month))
             # A baseline pharmacist (ELG-03) and a claim made in advance for January (ELG-05).
             rows.append(
                 Staff(
@@ -329,6 +356,13 @@ def uk_date(text: str) -> str:
     return f"{text[8:10]}/{text[5:7]}/{text[:4]}" if len(text) == 10 and text[4] == "-" else text
 
 
+TITLES = {
+    "clinical_pharmacist": "Clinical Pharmacist",
+    "social_prescribing_link_worker": "Social Prescribing Link Worker",
+    "first_contact_physiotherapist": "First Contact Physiotherapist",
+}
+
+
 def excel_style(rows: list[dict]) -> tuple[list[str], list[dict]]:
     """October as Excel would save it: Windows-1252, CRLF, spaced title-case headers, UK
     dates and £1,234.56 amounts."""
@@ -342,6 +376,8 @@ def excel_style(rows: list[dict]) -> tuple[list[str], list[dict]]:
                 value = uk_date(value)
             if name == "amount_claimed":
                 value = f"£{float(value):,.2f}"
+            if name == "role":
+                value = TITLES.get(value, value)  # what workforce exports carry
             out[title] = value
         converted.append(out)
     return header, converted

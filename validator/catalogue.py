@@ -39,14 +39,13 @@ _LINE_FIELDS = {
     "additional_to_baseline": str,
     "rotational_model": str,
     "training_status": str,
-    "training_condition": str,
-    "training_accepted": int,
     "claimable_from": int,
     "review_month": int,
     "register_found": int,
     "days_in_post": int,
     "lines_for_staff_role_month": int,
-    "staff_month_wte": int,
+    "staff_month_effective": int,
+    "full_time_effective": int,
 }
 _ELIGIBLE_FIELDS = {
     **_LINE_FIELDS,
@@ -54,16 +53,35 @@ _ELIGIBLE_FIELDS = {
     "monthly_maximum": int,
     "reimbursable_cost": int,
     "subcontract_fee": int,
+    "fee": int,
     "fee_limit": int,
-    "fee_adjusted_cost": int,
+    "cost_cap": int,
+    "rate_found": int,
     "level7_deadline": int,
     "level7_signoff": int,
+    "start_given": int,
+    "employment_start_day": int,
+    "input_first_day": int,
+    "programme_end": int,
 }
 RECORD_FIELDS: dict[str, dict[str, type]] = {
     "schema_failures": {"schema_failure": int, "claim_month": int},
     "checked_lines": _LINE_FIELDS,
     "eligible_lines": _ELIGIBLE_FIELDS,
-    "pcn_role_months": {"claim_month": int, "role": str, "pcn_role_wte": int, "max_wte": int},
+    "training_conditions": {
+        "claim_month": int,
+        "role": str,
+        "condition_level": str,
+        "recorded": int,
+        "met": int,
+    },
+    "limited_lines": {
+        "claim_month": int,
+        "role": str,
+        "effective_wte": int,
+        "limit_within": int,
+        "limit_cap": int,
+    },
     "pcn_months": {
         "claim_month": int,
         "ytd_allowed": int,
@@ -92,7 +110,10 @@ MESSAGE_FIELDS = {
     "actual_cost": "salary + NI + pension + fee",
     "reimbursable_cost": "actual cost times the role's share",
     "share": "the role's cost share, e.g. 50%",
-    "fee": "sub-contract fee",
+    "fee": "sub-contract fee as claimed",
+    "employment_model": "practice, lead_provider or subcontracted",
+    "area": "the PCN's area: standard, outer London or inner London",
+    "band_text": "' at band 6' for a line whose rate is by AfC band, else ''",
     "fee_limit": "£200 per month per WTE, pro-rata",
     "claimable_from": "first day the role is claimable",
     "employment_start": "employment start",
@@ -102,15 +123,24 @@ MESSAGE_FIELDS = {
     "afc_band": "AfC band as read",
     "reimbursement_start": "first day reimbursed in the role",
     "deadline": "the Level 7 sign-off deadline",
+    "input_first_month": "the earliest claim month of the whole input",
     "deadline_basis": "'six months after ...' or 'agreed extension ...'",
     "signoff": "Level 7 sign-off date or 'none'",
     "rotational_model": "Y or N",
     "training_status": "training status",
-    "accepted_statuses": "statuses the role's training condition accepts",
+    "condition": "TRN-*: the training condition, as training.csv words it",
+    "condition_column": "TRN-*: the claim column that evidences it",
+    "condition_value": "TRN-*: the value the line records there, or (blank)",
+    "condition_accepted": "TRN-*: the values that meet it",
+    "programme_start": "TRN-04: the day the programme began",
+    "programme_end": "TRN-04: two years after it began",
     "duplicate_lines": "number of lines for the same person, role and month",
-    "staff_total_wte": "the person's total WTE in the month",
-    "pcn_role_wte": "the PCN's total WTE in the role in the month",
-    "max_wte": "the number limit",
+    "staff_total_wte": "the person's total effective WTE in the month",
+    "pcn_role_wte": "LIM-01: the PCN's total effective WTE in the role in the month",
+    "max_wte": "LIM-01: the number limit",
+    "effective_wte": "LIM-01: the line's effective WTE (wte x days in post / days in month)",
+    "within_wte": "LIM-01: the part of the line's effective WTE within the limit",
+    "limit_cap": "LIM-01: what the line is paid up to",
     "list_size": "the PCN's list size",
     "ytd_allowed": "allowed so far this financial year",
     "arrs_sum": "the PCN's ARRS sum",
@@ -125,11 +155,12 @@ id = "CAP-01"                         # equals the file name, e.g. rules/cap/CAP
 title = "Claim above the pro-rata maximum reimbursable amount"
 clause = "which part of the scheme it enforces"
 severity = "adjust"                   # reject | adjust | query | warning
-stage = "C"                           # A | B | C (SPEC section 6)
+stage = "C"                           # A | B | C (docs/scheme.md, Stages)
 applies_to = "eligible_lines"         # schema_failures | checked_lines | eligible_lines |
-                                      # pcn_role_months | pcn_months | pcn_review_month
-effective_from = "2019-07"            # first claim month the rule applies to
-effective_until = ""                  # last claim month, or blank
+                                      # training_conditions | limited_lines |
+                                      # pcn_months | pcn_review_month
+effective_from = ""                   # only for a rule the scheme itself dates: first
+effective_until = ""                  # and last claim month (blank: every month)
 when = "amount_claimed > monthly_maximum"
 allowed_up_to = "monthly_maximum"     # adjust rules on lines: the field that caps the line
                                       # (PCN-level adjust rules: at_risk_field = "month_excess")
@@ -148,12 +179,18 @@ _REQUIRED = (
     "severity",
     "stage",
     "applies_to",
-    "effective_from",
     "when",
     "message",
     "rationale",
 )
-_OPTIONAL = ("effective_until", "allowed_up_to", "at_risk_field", "retired", "cases")
+_OPTIONAL = (
+    "effective_from",
+    "effective_until",
+    "allowed_up_to",
+    "at_risk_field",
+    "retired",
+    "cases",
+)
 _OPERATORS = {ast.Gt: "$gt", ast.GtE: "$gte", ast.Lt: "$lt", ast.LtE: "$lte", ast.NotEq: "$neq"}
 
 
@@ -165,12 +202,12 @@ class Rule:
     severity: str
     stage: str
     applies_to: str
-    effective_from: str
-    effective_until: str
     when: str
     message: str
     rationale: str
     path: Path
+    effective_from: str = ""
+    effective_until: str = ""
     allowed_up_to: str = ""
     at_risk_field: str = ""
     retired: bool = False
@@ -182,8 +219,25 @@ class Rule:
     fast_fields: list[str] = field(default_factory=list)
 
     @property
+    def months(self) -> str:
+        """The claim months the rule applies to, for people."""
+        if self.effective_from and self.effective_until:
+            return f"claim months {self.effective_from} to {self.effective_until}"
+        if self.effective_from:
+            return f"claim months from {self.effective_from}"
+        if self.effective_until:
+            return f"claim months up to {self.effective_until}"
+        return "every claim month"
+
+    @property
     def is_line_rule(self) -> bool:
-        return self.applies_to in ("schema_failures", "checked_lines", "eligible_lines")
+        return self.applies_to in (
+            "schema_failures",
+            "checked_lines",
+            "eligible_lines",
+            "training_conditions",
+            "limited_lines",
+        )
 
 
 class RuleFileError(ConfigError):
@@ -320,6 +374,7 @@ def load_rule(path: Path) -> Rule:
         raise RuleFileError(path, f"applies_to must be one of {', '.join(RECORD_FIELDS)}")
     rule = Rule(
         **{key: data[key] for key in _REQUIRED},
+        effective_from=data.get("effective_from", ""),
         effective_until=data.get("effective_until", ""),
         allowed_up_to=data.get("allowed_up_to", ""),
         at_risk_field=data.get("at_risk_field", ""),
@@ -336,7 +391,11 @@ def load_rule(path: Path) -> Rule:
             "PCN-level, that holds its excess (at_risk_field); other rules name neither",
         )
     condition, fields = compile_condition(rule.when, known, path)
-    window = [{"$gte": {"claim_month": _month_number(rule.effective_from, path, "effective_from")}}]
+    # A rule applies to every claim month unless the scheme itself dates it.
+    window = []
+    if rule.effective_from:
+        since = _month_number(rule.effective_from, path, "effective_from")
+        window.append({"$gte": {"claim_month": since}})
     if rule.effective_until:
         until = _month_number(rule.effective_until, path, "effective_until")
         window.append({"$lte": {"claim_month": until}})

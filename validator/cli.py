@@ -308,6 +308,8 @@ def command_run(args: argparse.Namespace, console: Console, started: dt.datetime
     review = f"{result.review_month:%Y-%m}"
     for file in result.file_problems:
         console.error(f"{file.path}: {file.problem}")
+    if result.missing_rates:
+        console.error(result.missing_rates_message)
     for agreement in result.unmatched_agreements["agreement_id"].to_list():
         console.error(f"agreement {agreement} matched no claim line or finding", "warning")
     counts = result.findings.group_by("severity", "status").len().sort("severity", "status")
@@ -377,8 +379,7 @@ def explain_rule(rule: Rule) -> str:
     lines = [
         f"{rule.id} — {rule.title}" + (" (retired)" if rule.retired else ""),
         f"severity: {rule.severity}    stage: {rule.stage}    evaluated on: {rule.applies_to}",
-        f"applies to claim months from {rule.effective_from}"
-        + (f" to {rule.effective_until}" if rule.effective_until else ""),
+        f"applies to {rule.months}",
         "clause:",
         wrap(rule.clause),
         "fires when:",
@@ -452,6 +453,10 @@ def main(argv: list[str] | None = None) -> int:
             console.error(f"no rule {args.rule_id}; `arrs-validate rules` lists them")
             return EXIT_INPUT
         console.say(explain_rule(rule))
+        if rule.applies_to == "training_conditions":
+            from validator.reference import load_reference, training_conditions_text
+
+            console.say(training_conditions_text(load_reference(None)))
         return EXIT_CLEAN
     except ConfigError as error:
         return _finish(console, EXIT_INPUT, f"configuration error: {error}")

@@ -1,8 +1,10 @@
 """Stage figures with Polars: every value a rule or the money needs, computed once, exactly.
 
-SPEC section 5: days in post, the effective-dated pro-rata monthly maximum, actual and
-reimbursable cost, the sub-contract fee limit, and the aggregates the rules compare (lines per
-person and role, a person's total WTE, a PCN's WTE in a limited role, year-to-date allowed).
+The figures of docs/scheme.md: days in post, effective WTE, the effective-dated pro-rata
+monthly maximum (or none: REF-01), the fee that counts, actual and reimbursable cost, the fee
+limit and cost cap, each line's share within a number limit, the training conditions of each
+line, and the aggregates the rules compare (lines per person and role, a person's total WTE,
+year-to-date allowed).
 Money is integer pence and WTE integer units; rounding is half-up to the penny. The fields
 handed to the engine are exactly those declared in catalogue.RECORD_FIELDS, without nulls.
 """
@@ -14,11 +16,10 @@ import datetime as dt
 import polars as pl
 
 from validator import values as v
-from validator.errors import ConfigError
-from validator.reference import Reference
+from validator.reference import CONDITION_COLUMNS, Reference
 
-# SPEC section 1: a sub-contracted link worker's fee contribution is at most £200 per month
-# per WTE.
+# A sub-contracted link worker's fee contribution is at most £200 per month per WTE
+# (docs/scheme.md).
 SUBCONTRACT_FEE_CAP_PER_WTE = 20_000
 
 
@@ -31,14 +32,6 @@ def line_fields(
     in_post_from = pl.max_horizontal(pl.col("employment_start"), month)
     in_post_to = pl.min_horizontal(pl.col("employment_end").fill_null(month_last), month_last)
     days_in_post = ((in_post_to - in_post_from).dt.total_days() + 1).clip(lower_bound=0)
-    accepted = (
-        reference.roles.select(
-            "role", pl.col("accepted_statuses").str.split(";").alias("training_status")
-        )
-        .explode("training_status")
-        .filter(pl.col("training_status") != "")
-        .with_columns(pl.lit(1, dtype=pl.Int64).alias("training_accepted"))
-    )
     # A batch spans a few months: their figures are computed once each and joined on.
     months = (
         typed.select(pl.col("claim_month").unique().alias("month_date"))
@@ -66,14 +59,11 @@ def line_fields(
                 v.yyyymmdd(pl.col("claimable_from")).alias("claimable_from"),
                 pl.col("claimable_from").alias("claimable_from_date"),
                 "cost_share",
-                "training_condition",
-                "accepted_statuses",
             ),
             on="role",
             how="left",
             maintain_order="left",
         )
-        .join(accepted, on=["role", "training_status"], how="left", maintain_order="left")
         .join(
             register.select(
                 "pcn_code", "financial_year", "pcn_name", "area", "list_size", "arrs_sum"
@@ -83,23 +73,79 @@ def line_fields(
             maintain_order="left",
         )
         .with_columns(
-            pl.col("training_accepted").fill_null(0),
+            # A trainee nursing associate's 2-year programme (blank start = employment_start).
+            pl.coalesce("programme_start", "employment_start").alias("programme_began"),
             pl.col("area").is_not_null().cast(pl.Int64).alias("register_found"),
             pl.len()
             .over("staff_id", "role", "claim_month")
             .cast(pl.Int64)
             .alias("lines_for_staff_role_month"),
-            pl.col("wte_units").sum().over("staff_id", "claim_month").alias("staff_month_wte"),
-            pl.col("month_date")
-            .min()
-            .over("pcn_code", "staff_id", "role")
-            .alias("first_claim_month"),
+            # A person's effective WTE in the month over all lines and PCNs, exactly (wte
+            # units x days in post; full time is WTE_UNITS x days in month): a move between
+            # PCNs mid-month is not a duplicate.
+            (pl.col("wte_units") * pl.col("days_in_post"))
+            .sum()
+            .over("staff_id", "claim_month")
+            .alias("staff_month_effective"),
+            (pl.col("days_in_month") * v.WTE_UNITS).alias("full_time_effective"),
+            # The scheme counts from the individual's reimbursement, in any PCN.
+            pl.col("month_date").min().over("staff_id", "role").alias("first_claim_month"),
+            pl.col("reimbursement_start").is_not_null().cast(pl.Int64).alias("start_given"),
+            v.yyyymmdd(pl.col("employment_start")).alias("employment_start_day"),
+            v.yyyymmdd(pl.col("month_date").min()).alias("input_first_day"),
         )
         .with_columns(
-            pl.coalesce("reimbursement_start", "first_claim_month").alias("reimbursement_start")
+            pl.coalesce("reimbursement_start", "first_claim_month").alias("reimbursement_start"),
+            pl.col("programme_began").dt.offset_by("24mo").alias("programme_end_date"),
+        )
+        .with_columns(
+            v.yyyymmdd(pl.col("programme_end_date")).alias("programme_end"),
+            # For messages: WTE units, rounded down (shown with '…' when inexact).
+            (pl.col("staff_month_effective") // pl.col("days_in_month")).alias("staff_month_wte"),
         )
     )
     return lines
+
+
+def training_records(eligible: pl.DataFrame, reference: Reference) -> pl.DataFrame:
+    """One record per stage-C line and training condition of its role (reference/training.csv,
+    in its order): the value the line records in the condition's column, whether that is
+    `recorded` (not blank) and whether it is `met` (one of the accepted values)."""
+    conditions = reference.training.with_row_index("condition_order").with_columns(
+        pl.col("condition_order").cast(pl.Int64)
+    )
+    value = pl.lit(None, dtype=pl.String)
+    for name in CONDITION_COLUMNS:
+        value = pl.when(pl.col("condition_column") == name).then(pl.col(name)).otherwise(value)
+    return (
+        eligible.select("row_no", "role", "month_date", *CONDITION_COLUMNS)
+        .join(
+            conditions.rename({"column": "condition_column", "accepted": "condition_accepted"}),
+            on="role",
+        )
+        .sort("row_no", "condition_order")
+        .with_columns(value.alias("condition_value"))
+        .with_row_index("check_no")
+        .select(
+            pl.col("check_no").cast(pl.Int64),
+            "row_no",
+            "role",
+            v.yyyymm(pl.col("month_date")).alias("claim_month"),
+            pl.col("level").alias("condition_level"),
+            pl.col("condition_value").is_not_null().cast(pl.Int64).alias("recorded"),
+            pl.col("condition_accepted")
+            .str.split(";")
+            .list.contains(pl.col("condition_value"))
+            .fill_null(False)
+            .cast(pl.Int64)
+            .alias("met"),
+            "condition",
+            "condition_column",
+            "condition_accepted",
+            "condition_value",
+            "condition_order",
+        )
+    )
 
 
 def _with_rate_band(lines: pl.DataFrame, reference: Reference) -> pl.DataFrame:
@@ -116,40 +162,67 @@ def _with_rate_band(lines: pl.DataFrame, reference: Reference) -> pl.DataFrame:
 def _annual_maxima(lines: pl.DataFrame, reference: Reference) -> pl.DataFrame:
     """The annual maximum in force for each (role, band, area, month) the lines need.
 
-    The rate for a month is the row with the latest effective_from on or before its first
-    day; a combination with none is a configuration error listing every one missing.
+    The rate for a month is the latest row whose period contains the month's first day: the
+    latest effective_from on or before it, with effective_to blank or on or after it. A
+    combination with none keeps a null maximum: its lines get REF-01 (docs/scheme.md).
     """
     key = ["role", "rate_band", "area", "month_date"]
     keys = lines.select(key).unique()
     chosen = (
         keys.join(reference.rates.rename({"afc_band": "rate_band"}), on=key[:3])
-        .filter(pl.col("effective_from") <= pl.col("month_date"))
+        .filter(
+            (pl.col("effective_from") <= pl.col("month_date"))
+            & (pl.col("effective_to").is_null() | (pl.col("effective_to") >= pl.col("month_date")))
+        )
         .sort("effective_from")
         .group_by(key)
         .agg(pl.col("annual_maximum").last())
     )
-    found = keys.join(chosen, on=key, how="left")
-    missing = found.filter(pl.col("annual_maximum").is_null()).sort(key)
-    if missing.height:
-        listed = "\n  ".join(
-            f"role {row['role']}, band {row['rate_band'] or '(none)'}, area {row['area']}, "
-            f"month {row['month_date']:%Y-%m}"
-            for row in missing.iter_rows(named=True)
+    return keys.join(chosen, on=key, how="left")
+
+
+def missing_rates(eligible: pl.DataFrame) -> list[dict]:
+    """Every (role, band, area, month) a stage-C line needed but the rates do not hold."""
+    return (
+        eligible.filter(pl.col("rate_found") == 0)
+        .select(
+            "role",
+            pl.col("rate_band").alias("afc_band"),
+            "area",
+            pl.col("month_date").dt.strftime("%Y-%m").alias("claim_month"),
         )
-        raise ConfigError(
-            "no maximum reimbursable amount for:\n  "
-            + listed
-            + "\nAdd rows (role, afc_band, area, effective_from, annual_maximum) to rates.csv "
-            "in a folder given with --reference DIR."
-        )
-    return found
+        .unique()
+        .sort("role", "afc_band", "area", "claim_month")
+        .to_dicts()
+    )
+
+
+def missing_rates_message(missing: list[dict]) -> str:
+    """The one message a run with missing rates ends with: every combination, and the fix."""
+    if not missing:
+        return ""
+    listed = "\n  ".join(
+        f"role {row['role']}, band {row['afc_band'] or '(none)'}, area {row['area']}, "
+        f"month {row['claim_month']}"
+        for row in missing
+    )
+    return (
+        "no maximum reimbursable amount for (their lines have REF-01 and allow £0.00):\n  "
+        + listed
+        + "\nAdd rows (role, afc_band, area, effective_from, effective_to, annual_maximum) to "
+        "rates.csv in a folder given with --reference DIR, and run again."
+    )
 
 
 # The line columns cost_fields reads, and those the run keeps with each eligible line
 # (its keys and its claim); the eligible lines carry these and their rules' fields only.
 COST_INPUTS = (
     "row_no",
+    "source_file",
+    "source_line",
     "pcn_code",
+    "financial_year",
+    "list_size",
     "staff_id",
     "role",
     "afc_band",
@@ -162,10 +235,12 @@ COST_INPUTS = (
     "employer_ni",
     "employer_pension",
     "subcontract_fee",
+    "employment_model",
     "cost_share",
     "reimbursement_start",
     "level7_signoff_date",
     "amount_claimed",
+    *CONDITION_COLUMNS,
 )
 
 
@@ -178,12 +253,16 @@ def cost_fields(
     units = pl.col("wte_units")
     days = pl.col("days_in_post")
     days_in_month = pl.col("days_in_month")
-    actual = (
-        pl.col("monthly_salary")
-        + pl.col("employer_ni")
-        + pl.col("employer_pension")
-        + pl.col("subcontract_fee")
+    # The fee counts only for a link worker sub-contracted to another provider.
+    fee = (
+        pl.when(
+            (pl.col("role") == "social_prescribing_link_worker")
+            & (pl.col("employment_model") == "subcontracted")
+        )
+        .then(pl.col("subcontract_fee"))
+        .otherwise(0)
     )
+    actual = pl.col("monthly_salary") + pl.col("employer_ni") + pl.col("employer_pension") + fee
     lines = (
         banded.join(
             maxima,
@@ -193,9 +272,12 @@ def cost_fields(
         )
         .join(deadline_extensions, on="row_no", how="left", maintain_order="left")
         .with_columns(
+            pl.col("annual_maximum").is_not_null().cast(pl.Int64).alias("rate_found"),
             v.round_half_up_div(
-                pl.col("annual_maximum") * units * days, days_in_month * v.WTE_UNITS * 12
+                pl.col("annual_maximum").fill_null(0) * units * days,
+                days_in_month * v.WTE_UNITS * 12,
             ).alias("monthly_maximum"),
+            fee.alias("fee"),
             actual.alias("actual_cost"),
             v.round_half_up_div(actual * pl.col("cost_share"), 10_000).alias("reimbursable_cost"),
             v.round_half_up_div(
@@ -207,9 +289,7 @@ def cost_fields(
             ).alias("deadline_date"),
         )
         .with_columns(
-            (pl.col("subcontract_fee") - pl.col("fee_limit"))
-            .clip(lower_bound=0)
-            .alias("fee_excess"),
+            (pl.col("fee") - pl.col("fee_limit")).clip(lower_bound=0).alias("fee_excess"),
             v.yyyymmdd(pl.col("deadline_date")).alias("level7_deadline"),
             v.yyyymmdd(pl.col("level7_signoff_date")).fill_null(v.NEVER).alias("level7_signoff"),
         )
@@ -217,10 +297,83 @@ def cost_fields(
             (
                 pl.col("reimbursable_cost")
                 - v.round_half_up_div(pl.col("fee_excess") * pl.col("cost_share"), 10_000)
-            ).alias("fee_adjusted_cost")
+            ).alias("cost_cap")
         )
     )
     return lines
+
+
+def limit_fields(eligible: pl.DataFrame, rejected: pl.Series, reference: Reference) -> pl.DataFrame:
+    """LIM-01's figures for the lines of number-limited roles (docs/scheme.md, number limits).
+
+    For each PCN, claim month and limited role, the lines without an open reject are taken
+    in order of reimbursement_start, staff_id, source_file and source_line. A line's
+    effective WTE is wte x days_in_post / days_in_month, kept exact: within a month every line
+    shares days_in_month, so `effective_wte` holds wte units x days in post and the limit is
+    max_wte x days_in_month in the same units. `limit_within` is the part of the line inside
+    the limit after the lines ahead of it; `limit_cap` is the line's least cap (claimed,
+    monthly maximum, cost cap) times within / effective, rounded half-up to the penny.
+    """
+    effective = pl.col("wte_units") * pl.col("days_in_post")
+    group = ["pcn_code", "month_date", "role"]
+    limited = (
+        eligible.filter(~pl.col("row_no").is_in(rejected.implode()))
+        .select(
+            "row_no",
+            *group,
+            "financial_year",
+            "list_size",
+            "reimbursement_start",
+            "staff_id",
+            "source_file",
+            "source_line",
+            "days_in_month",
+            "amount_claimed",
+            pl.when(pl.col("rate_found") == 1).then(pl.col("monthly_maximum")).alias("rate_cap"),
+            "cost_cap",
+            effective.alias("effective_wte"),
+        )
+        .join(reference.limits, on=["financial_year", "role"])
+        .filter(
+            (pl.col("list_size_min") <= pl.col("list_size"))
+            & (pl.col("list_size") <= pl.col("list_size_max").fill_null(pl.col("list_size")))
+        )
+        .sort(*group, "reimbursement_start", "staff_id", "source_file", "source_line")
+    )
+    limit = pl.col("max_wte") * pl.col("days_in_month")
+    before = pl.col("effective_wte").cum_sum().over(group) - pl.col("effective_wte")
+    least_cap = pl.min_horizontal("amount_claimed", "rate_cap", "cost_cap")
+    return (
+        limited.with_columns(
+            pl.min_horizontal("effective_wte", (limit - before).clip(lower_bound=0)).alias(
+                "limit_within"
+            ),
+            pl.col("effective_wte").sum().over(group).alias("pcn_role_effective"),
+        )
+        .with_columns(
+            pl.when(pl.col("effective_wte") > 0)
+            .then(v.round_half_up_div(least_cap * pl.col("limit_within"), pl.col("effective_wte")))
+            .otherwise(0)
+            .alias("limit_cap"),
+            # For messages, in WTE units (rounded down; shown with '…' when inexact).
+            (pl.col("pcn_role_effective") // pl.col("days_in_month")).alias("pcn_role_wte"),
+            (pl.col("effective_wte") // pl.col("days_in_month")).alias("effective_wte_units"),
+            (pl.col("limit_within") // pl.col("days_in_month")).alias("within_wte_units"),
+            v.yyyymm(pl.col("month_date")).alias("claim_month"),
+        )
+        .select(
+            "row_no",
+            "claim_month",
+            "role",
+            "effective_wte",
+            "limit_within",
+            "limit_cap",
+            "max_wte",
+            "pcn_role_wte",
+            "effective_wte_units",
+            "within_wte_units",
+        )
+    )
 
 
 def months_remaining_after(review: dt.date) -> int:
@@ -234,10 +387,10 @@ def pcn_records(
     register: pl.DataFrame,
     review: dt.date,
 ) -> dict[str, pl.DataFrame]:
-    """PCN-level records for LIM-01, BUD-01 and BUD-02, keyed by what the rules apply to.
+    """PCN-level records for BUD-01 and BUD-02, keyed by what the rules apply to.
 
-    `lines` are all schema-valid lines with their money; the number limit counts only lines
-    that reached stage C (`eligible`), the budget counts every line's allowed amount.
+    `lines` are all schema-valid lines with their money: the budget counts every line's
+    allowed amount.
     """
     review_number = review.year * 100 + review.month
     review_year = v.financial_year(review)
@@ -245,31 +398,10 @@ def pcn_records(
         "pcn_code",
         "financial_year",
         "month_date",
-        "role",
-        "wte_units",
         "amount_claimed",
         "amount_allowed",
-        "list_size",
         "arrs_sum",
-        "eligible",
         "register_found",
-    )
-    counted = lines.filter(pl.col("eligible"))
-    role_months = (
-        counted.group_by("pcn_code", "financial_year", "month_date", "role")
-        .agg(
-            pl.col("wte_units").sum().alias("pcn_role_wte"),
-            pl.col("amount_claimed").sum(),
-            pl.col("amount_allowed").sum(),
-            pl.col("list_size").first(),
-        )
-        .join(reference.limits, on=["financial_year", "role"])
-        .filter(
-            (pl.col("list_size_min") <= pl.col("list_size"))
-            & (pl.col("list_size") <= pl.col("list_size_max").fill_null(pl.col("list_size")))
-        )
-        .with_columns(v.yyyymm(pl.col("month_date")).alias("claim_month"))
-        .sort("pcn_code", "month_date", "role")
     )
     budgeted = lines.filter(pl.col("register_found") == 1)
     months = (
@@ -322,7 +454,6 @@ def pcn_records(
         .sort("pcn_code")
     )
     return {
-        "pcn_role_months": role_months,
         "pcn_months": months,
         "pcn_review_month": forecast,
     }

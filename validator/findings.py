@@ -1,7 +1,7 @@
 """Findings as the outputs show them: keys, money, status and a message that explains itself.
 
 Every finding says where (file, line and keys, or PCN and month), what, the expected against
-the actual figures, and the rule (STYLE.md point 7). Money per finding follows SPEC section 5:
+the actual figures, and the rule (STYLE.md point 7). Money per finding follows docs/scheme.md:
 a reject puts the whole claim at risk, an adjust the excess over its cap, a query or warning
 nothing; totals are taken per line so the same pounds are never counted twice.
 """
@@ -122,6 +122,13 @@ _LINE_FIELDS: dict[str, _Field] = {
     "reimbursable_cost": _pounds("reimbursable_cost"),
     "share": _share,
     "fee": _pounds("subcontract_fee"),
+    "employment_model": _text("employment_model"),
+    "area": lambda c: c("area").fill_null("").str.replace("_london", " London", literal=True),
+    "band_text": lambda c: (
+        pl.when(c("rate_band").fill_null("") == "")
+        .then(pl.lit(""))
+        .otherwise(" at band " + c("rate_band"))
+    ),
     "fee_limit": _pounds("fee_limit"),
     "claimable_from": _date("claimable_from_date"),
     "employment_start": _date("employment_start"),
@@ -132,17 +139,32 @@ _LINE_FIELDS: dict[str, _Field] = {
     "afc_band": _text("afc_band", "(blank)"),
     "reimbursement_start": _date("reimbursement_start"),
     "deadline": _date("deadline_date"),
+    "input_first_month": lambda c: v.month_text_expr(
+        (c("input_first_day", pl.Int64)).cast(pl.String).str.to_date("%Y%m%d")
+    ).fill_null(""),
     "deadline_basis": _deadline_basis,
     "signoff": lambda c: v.display_date_expr(c("level7_signoff_date", pl.Date)).replace(
         "—", "none"
     ),
     "rotational_model": _text("rotational_model"),
     "training_status": _text("training_status"),
-    "accepted_statuses": lambda c: c("accepted_statuses").fill_null("").str.replace_all(";", ", "),
+    "condition": _text("condition"),
+    "condition_column": _text("condition_column"),
+    "condition_value": _text("condition_value", "(blank)"),
+    "condition_accepted": lambda c: (
+        c("condition_accepted").fill_null("").str.replace_all(";", " or ")
+    ),
+    "programme_start": _date("programme_began"),
+    "programme_end": _date("programme_end_date"),
     "duplicate_lines": lambda c: (
         c("lines_for_staff_role_month", pl.Int64).cast(pl.String).fill_null("")
     ),
     "staff_total_wte": _wte("staff_month_wte"),
+    "pcn_role_wte": _wte("pcn_role_wte"),
+    "max_wte": _wte("max_wte"),
+    "effective_wte": _wte("effective_wte_units"),
+    "within_wte": _wte("within_wte_units"),
+    "limit_cap": _pounds("limit_cap"),
     "list_size": _count,
     "arrs_sum": _pounds("arrs_sum"),
 }
@@ -239,7 +261,7 @@ def finalise(
     catalogue: Catalogue,
     review: dt.date,
 ) -> pl.DataFrame:
-    """Every finding with its figures and message, in the output order of SPEC section 7."""
+    """Every finding with its figures and message, in exceptions.csv's order (README)."""
     parts = []
 
     schema = (
@@ -391,7 +413,7 @@ def summary(
     register: pl.DataFrame,
     review: dt.date,
 ) -> pl.DataFrame:
-    """One row per PCN (SPEC section 7); lines rejected by the schema count as claimed."""
+    """One row per PCN (README, Outputs); lines rejected by the schema count as claimed."""
     review_year = v.financial_year(review)
     rejected = (
         raw.filter(pl.col("row_no").is_in(failures["row_no"].implode()))

@@ -62,10 +62,15 @@ EXCEPTIONS = (
     "CST-01",
     "CAP-01",
     "SPL-01",
+    "SPL-02",
+    "REF-01",
     "MHP-01",
     "PAR-02",
+    "PAR-03",
     "TRN-01",
     "TRN-02",
+    "TRN-03",
+    "TRN-04",
     "DUP-01",
     "DUP-02",
 )
@@ -110,6 +115,7 @@ def _line(person: Person, pcn: str, month: dt.date) -> dict:
     share_half = person.role.startswith("mental_health")
     cost = salary + ni + pension + person.fee
     claimed = (cost + 1) // 2 if share_half else cost
+    link_worker = person.role == "social_prescribing_link_worker"
     return {
         "pcn_code": pcn,
         "claim_month": f"{month:%Y-%m}",
@@ -130,13 +136,17 @@ def _line(person: Person, pcn: str, month: dt.date) -> dict:
         "additional_to_baseline": "Y",
         "training_status": TRAINED.get(person.role, ""),
         "reimbursement_start": "",
+        "splw_online_programme": "Y" if link_worker else "",
+        "peer_support": "Y" if link_worker else "",
+        "pamvr_registered": "Y" if person.role == "physician_associate" else "",
+        "programme_start": "",
         "level7_signoff_date": person.signoff.isoformat() if person.signoff else "",
         "rotational_model": "Y" if person.role == "paramedic" else "",
     }
 
 
 def _seed_exception(
-    kind: str, row: dict, rng: random.Random, month: dt.date, next_month: dt.date
+    kind: str, row: dict, rng: random.Random, month: dt.date, next_month: dt.date, area: str
 ) -> list[dict]:
     """Change one line so that it raises `kind`; returns the lines to write."""
     if kind == "SCH-01":
@@ -163,14 +173,43 @@ def _seed_exception(
             subcontract_fee="300.00",
             amount_claimed=_money(claimed),
         )
+    elif kind == "SPL-02" and row["employment_model"] == "practice":
+        row["subcontract_fee"] = "150.00"
+    elif kind == "REF-01" and area != "standard":
+        row["role"] = "advanced_practitioner"  # no London rate ships for this role
+        row["training_status"] = ""
     elif kind == "MHP-01" and row["role"].startswith("mental_health"):
         row["afc_band"] = ""
-    elif kind == "PAR-02" and row["role"] == "paramedic":
-        row["rotational_model"] = "N"
-    elif kind == "TRN-01" and row["training_status"] in ("enrolled", "qualified"):
-        row["training_status"] = "not_started"
-    elif kind == "TRN-02" and row["role"] == "physician_associate":
-        row["training_status"] = "enrolled"
+    elif kind == "PAR-03":  # in post before the batch's first month, no sign-off yet
+        row.update(
+            role="paramedic",
+            rotational_model="Y",
+            training_status="",
+            afc_band="",
+            employment_start="2021-01-15",
+            level7_signoff_date="",
+        )
+    elif kind == "PAR-02":
+        row.update(role="paramedic", rotational_model="N", training_status="", afc_band="")
+    elif kind == "TRN-01":  # a care coordinator whose training has not started
+        row.update(role="care_coordinator", training_status="not_started", afc_band="")
+    elif kind == "TRN-02":  # a physician associate not on the PAMVR
+        row.update(role="physician_associate", pamvr_registered="N", afc_band="")
+    elif kind == "TRN-03":  # a link worker whose peer support is not recorded
+        row.update(
+            role="social_prescribing_link_worker",
+            training_status="qualified",
+            splw_online_programme="Y",
+            peer_support="",
+            afc_band="",
+        )
+    elif kind == "TRN-04":  # a trainee nursing associate enrolled since 2018
+        row.update(
+            role="trainee_nursing_associate",
+            training_status="enrolled",
+            employment_start="2018-01-10",
+            afc_band="",
+        )
     elif kind == "DUP-01":
         return [row, dict(row)]
     elif kind == "DUP-02":
@@ -186,9 +225,15 @@ def generate(
     seed: int = 1,
     exception_rate: float = 0.002,
     first_month: dt.date = dt.date(2021, 4, 1),
+    missing_rates: bool = False,
 ) -> dict[str, int]:
-    """Write a synthetic batch into `folder`; returns counts (lines, files, pcns)."""
+    """Write a synthetic batch into `folder`; returns counts (lines, files, pcns).
+
+    With `missing_rates`, REF-01 is seeded too (London advanced practitioners, whose rates do
+    not ship), and a run of the batch exits 2 after writing its outputs.
+    """
     rng = random.Random(seed)
+    kinds = [kind for kind in EXCEPTIONS if missing_rates or kind != "REF-01"]
     claims_dir = folder / "claims"
     claims_dir.mkdir(parents=True, exist_ok=True)
     calendar = _months(first_month, months + 1)
@@ -199,9 +244,11 @@ def generate(
         {f"{m.year - (m.month < 4)}/{(m.year - (m.month < 4) + 1) % 100:02d}" for m in calendar}
     )
     rosters: dict[str, list[Person]] = {}
+    areas: dict[str, str] = {}
     for number in range(1, pcns + 1):
         code = f"U{10000 + number:05d}"
         area = rng.choices([a for a, _ in AREAS], [w for _, w in AREAS])[0]
+        areas[code] = area
         list_size = int(min(260_000, max(15_000, rng.lognormvariate(10.8, 0.45))))
         tight = rng.random() < 0.03
         arrs_sum = round(list_size * ARRS_POUNDS_PER_PATIENT * (0.55 if tight else 1.6) * 100)
@@ -244,6 +291,7 @@ def generate(
         "training booked for every new starter\n"
     )
     total = 0
+    waivable_seeded = False
     for month in calendar:
         month_end = month.replace(day=monthrange(month.year, month.month)[1])
         lines = [",".join(HEADER)]
@@ -253,8 +301,14 @@ def generate(
                     continue
                 row = _line(person, code, month)
                 rows = [row]
-                if rng.random() < exception_rate * len(EXCEPTIONS):
-                    rows = _seed_exception(rng.choice(EXCEPTIONS), row, rng, month, next_month)
+                if code == "U10001" and not waivable_seeded:
+                    # Always one finding for the agreement AG-1 to waive.
+                    rows = _seed_exception("TRN-01", row, rng, month, next_month, areas[code])
+                    waivable_seeded = True
+                elif rng.random() < exception_rate * len(kinds):
+                    rows = _seed_exception(
+                        rng.choice(kinds), row, rng, month, next_month, areas[code]
+                    )
                 for out in rows:
                     lines.append(",".join(out[name] for name in HEADER))
         body = "\n".join(lines) + "\n"

@@ -30,7 +30,7 @@ READERS = 2  # claim files read at once
 
 
 def schema_columns() -> dict[str, dict]:
-    """The claim columns of SPEC section 2, from schemas/claims.toml."""
+    """The claim columns (README, Inputs), from schemas/claims.toml."""
     with SCHEMA_FILE.open("rb") as handle:
         return tomllib.load(handle)["columns"]
 
@@ -247,7 +247,7 @@ def read_claim_file(path: str) -> tuple[ClaimFile, pl.DataFrame | None]:
     header, cells = parsed
     del text, data, utf8
     if not header or _is_blank(header):
-        info.problem = "is empty: the first line must be the header row of SPEC section 2"
+        info.problem = "is empty: the first line must be the header row (README, Inputs)"
         return info, None
 
     names = [normalise_header(name) for name in header]
@@ -261,7 +261,7 @@ def read_claim_file(path: str) -> tuple[ClaimFile, pl.DataFrame | None]:
             return info, None
         seen[name] = position
 
-    # Blank trailing lines are ignored (SPEC section 2); blank lines between rows are not.
+    # Blank trailing lines are ignored (README, Inputs); blank lines between rows are not.
     non_blank = cells.with_row_index("i").filter(~pl.col("blank"))["i"]
     cells = cells.head(int(non_blank.max()) + 1 if non_blank.len() else 0)
 

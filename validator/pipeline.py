@@ -1,8 +1,8 @@
 """One validation run: load -> schema -> derive -> rules -> money -> findings.
 
-The stages of SPEC section 6: A (schema) rows take no further part; B (eligibility) findings
+The stages of docs/scheme.md: A (schema) rows take no further part; B (eligibility) findings
 keep a line out of stage C; C decides everything else. Agreements turn covered findings into
-`waived` ones (never hidden). Money follows SPEC section 5 exactly, in integer pence.
+`waived` ones (never hidden). Money follows docs/scheme.md exactly, in integer pence.
 The library never prints and never exits; the CLI decides what to show and the exit code.
 """
 
@@ -81,6 +81,13 @@ class RunResult:
     resolved: pl.DataFrame | None = None
     previous_folder: Path | None = None
     pcn_records: dict[str, pl.DataFrame] = field(default_factory=dict)
+    # Every (role, afc_band, area, claim_month) a line needed but the rates lack (REF-01).
+    missing_rates: list[dict] = field(default_factory=list)
+
+    @property
+    def missing_rates_message(self) -> str:
+        """One message listing every missing rate and the file to add it to ('' if none)."""
+        return derive.missing_rates_message(self.missing_rates)
 
     @property
     def file_problems(self) -> list[ClaimFile]:
@@ -110,9 +117,11 @@ _agreement_covers = (
 )
 
 
-def _waive(found: pl.DataFrame, waivers: pl.DataFrame) -> pl.DataFrame:
-    """status and agreement_id for each finding: `waived` where an agreement covers it."""
-    covered = (
+def _waive(found: pl.DataFrame, waivers: pl.DataFrame) -> tuple[pl.DataFrame, set[str]]:
+    """status and agreement_id for each finding: `waived` where an agreement covers it (the
+    first such agreement by ID is named); and every agreement that covered any finding, named
+    or not, so none that did its work is reported as matching nothing."""
+    covering = (
         found.select("finding_id", "rule_id", "pcn_code", "staff_id", "month_date")
         .join(
             waivers.select(
@@ -126,17 +135,20 @@ def _waive(found: pl.DataFrame, waivers: pl.DataFrame) -> pl.DataFrame:
             on=["rule_id", "pcn_code"],
         )
         .filter(_agreement_covers)
-        .sort("finding_id", "agreement_id")
+    )
+    covered = (
+        covering.sort("finding_id", "agreement_id")
         .group_by("finding_id", maintain_order=True)
         .agg(pl.col("agreement_id").first())
     )
-    return found.join(covered, on="finding_id", how="left").with_columns(
+    waived = found.join(covered, on="finding_id", how="left").with_columns(
         pl.when(pl.col("agreement_id").is_null())
         .then(pl.lit("open"))
         .otherwise(pl.lit("waived"))
         .alias("status"),
         pl.col("agreement_id").fill_null(""),
     )
+    return waived, set(covering["agreement_id"].to_list())
 
 
 class _Run:
@@ -184,8 +196,8 @@ class _Run:
                 "severity": [rule.severity for rule in self.catalogue.rules],
             }
         )
-        found = _waive(found.join(severities, on="rule_id", how="left"), self.waivers)
-        self.used_agreements |= set(found["agreement_id"].to_list()) - {""}
+        found, used = _waive(found.join(severities, on="rule_id", how="left"), self.waivers)
+        self.used_agreements |= used
         self.found.append(found)
         return found
 
@@ -218,7 +230,7 @@ class _Run:
             )
         self._tell("phase", name="schema")
         with timer("schema"):
-            failures, typed = check_claims(raw, self.reference.role_codes)
+            failures, typed = check_claims(raw, self.reference.role_names)
             rejected_rows = failures["row_no"].unique()
             rows_read = raw.height
             # From here on only the rejected rows' text is needed (their findings and sums).
@@ -259,7 +271,22 @@ class _Run:
             stage_c_all = [rule for rule in line_rules if rule.stage != "B"]
             self._record(self._line_findings(engine, stage_c_all, lines))
             self._record(self._line_findings(engine, eligible_rules, eligible))
-            line_found = pl.concat(self.found[1:]) if len(self.found) > 1 else None
+            conditions = derive.training_records(eligible, self.reference)
+            condition_rules = self.catalogue.applying_to("training_conditions")
+            self._record(self._condition_findings(engine, condition_rules, conditions, lines))
+            # The number limits count the lines left without an open reject, so they come last.
+            limited = derive.limit_fields(eligible, self._open_rejects(), self.reference)
+            limit_rules = self.catalogue.applying_to("limited_lines")
+            self._record(self._line_findings(engine, limit_rules, limited, keys=lines))
+            eligible = eligible.join(
+                limited.drop("claim_month", "role", "effective_wte", "limit_within"),
+                on="row_no",
+                how="left",
+                maintain_order="left",
+            )
+            line_found = (
+                pl.concat(self.found[1:], how="diagonal_relaxed") if len(self.found) > 1 else None
+            )
             lines = self._money(lines, eligible, line_found)
             pcn_found = self._pcn_stage(engine, lines, review)
             records_evaluated = engine.records_evaluated
@@ -296,6 +323,7 @@ class _Run:
             resolved=resolved,
             pcn_records=self.pcn_records,
             previous_folder=self.previous_folder,
+            missing_rates=derive.missing_rates(eligible),
         )
 
     def _findings(
@@ -352,11 +380,42 @@ class _Run:
         )
         return self._record(found)
 
-    def _line_findings(self, engine: RulesEngine, rules: list[Rule], lines: pl.DataFrame):
-        fired = self._fires(engine, rules, lines, "row_no")
+    def _line_findings(
+        self,
+        engine: RulesEngine,
+        rules: list[Rule],
+        records: pl.DataFrame,
+        keys: pl.DataFrame | None = None,
+    ):
+        """Findings of line rules on `records` (one per line), with the keys of their lines
+        (from `keys` when the records do not carry them)."""
+        fired = self._fires(engine, rules, records, "row_no")
+        keys = records if keys is None else keys
         return fired.join(
-            lines.select("row_no", "pcn_code", "staff_id", "role", "month_date"), on="row_no"
+            keys.select("row_no", "pcn_code", "staff_id", "role", "month_date"), on="row_no"
         )
+
+    def _condition_findings(
+        self, engine: RulesEngine, rules: list[Rule], records: pl.DataFrame, lines: pl.DataFrame
+    ):
+        """Findings on a line's training conditions: one per unmet condition, naming it."""
+        fired = self._fires(engine, rules, records, "check_no")
+        return (
+            fired.join(records.drop("role", "claim_month"), on="check_no")
+            .join(
+                lines.select("row_no", "pcn_code", "staff_id", "role", "month_date"),
+                on="row_no",
+            )
+            .drop("check_no")
+        )
+
+    def _open_rejects(self) -> pl.Series:
+        """The lines with an open reject finding so far."""
+        rows = [
+            found.filter((pl.col("status") == "open") & (pl.col("severity") == "reject"))["row_no"]
+            for found in self.found
+        ]
+        return pl.concat(rows).drop_nulls().unique()
 
     def _deadline_extensions(self, lines: pl.DataFrame) -> pl.DataFrame:
         """PAR-01 agreements with an extended deadline: the deadline each covered line gets."""
@@ -395,7 +454,7 @@ class _Run:
         )
 
     def _money(self, lines, eligible, line_found) -> pl.DataFrame:
-        """amount_allowed and amount_at_risk per line (SPEC section 5)."""
+        """amount_allowed and amount_at_risk per line (docs/scheme.md, "The figures")."""
         caps = {rule.id: rule.allowed_up_to for rule in self.catalogue.active if rule.allowed_up_to}
         open_found = (
             line_found.filter(pl.col("status") == "open")

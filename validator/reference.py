@@ -1,9 +1,10 @@
-"""Reference data (roles, rates, number limits), the PCN register and the agreements file.
+"""Reference data (roles, rates, training conditions, number limits), the PCN register and
+the agreements file.
 
 All are small CSV files read in full and checked on load. Any problem is a configuration
 error (exit 2, no outputs) whose message lists every bad cell with its file, line and fix.
 Shipped reference rows live in reference/; `--reference DIR` replaces rows with the same key
-and adds the rest (SPEC section 4).
+and adds the rest (docs/scheme.md, Reference data).
 """
 
 from __future__ import annotations
@@ -24,7 +25,11 @@ from validator.errors import ConfigError
 from validator.load import CLAIM_COLUMNS, decode, normalise_header
 from validator.paths import REFERENCE_DIR
 
-TRAINING_STATUSES = CLAIM_COLUMNS["training_status"]["choices"]
+# The claim columns a training condition may name: each holds one of its choices, or blank.
+# A blank training_status means not_started (a value); a blank in the others, not recorded.
+CONDITION_COLUMNS = ("training_status", "splw_online_programme", "peer_support", "pamvr_registered")
+# Columns of version 1's roles.csv that now live in training.csv.
+MOVED_ROLE_COLUMNS = ("training_condition", "accepted_statuses")
 AREAS = ["standard", "outer_london", "inner_london"]
 
 
@@ -146,20 +151,16 @@ def _choice(options: list[str]) -> Callable[[str], str]:
     return parse
 
 
-def _statuses(cell: str) -> str:
-    statuses = [s.strip() for s in cell.split(";") if s.strip()]
-    unknown = [s for s in statuses if s not in TRAINING_STATUSES]
-    if unknown:
-        raise CellError(f"';'-separated statuses from {', '.join(TRAINING_STATUSES)}")
-    return ";".join(statuses)
-
-
 @dataclass
 class Table:
     """Rows of one reference file, each with the file and line it came from."""
 
     rows: list[dict]
     files: list[Path]
+
+
+# Columns a reference file may leave out: each reads as blank (docs/scheme.md, reference data).
+OPTIONAL_COLUMNS = {"effective_to"}
 
 
 def read_table(path: Path, columns: dict[str, Callable[[str], object]], what: str) -> Table:
@@ -172,7 +173,7 @@ def read_table(path: Path, columns: dict[str, Callable[[str], object]], what: st
         raise ConfigError(f"{path}: the {what} is not readable text: {error}") from None
     reader = csv.reader(text.splitlines())
     header = [normalise_header(name) for name in next(reader, [])]
-    missing = [name for name in columns if name not in header]
+    missing = [name for name in columns if name not in header and name not in OPTIONAL_COLUMNS]
     if missing:
         raise ConfigError(
             f"{path}: the {what} lacks column(s) {', '.join(missing)}; "
@@ -191,12 +192,11 @@ def read_table(path: Path, columns: dict[str, Callable[[str], object]], what: st
         record = dict(zip(header, cells, strict=True))
         row: dict = {"_where": f"{path} line {line}"}
         for name, parse in columns.items():
+            cell = record.get(name, "")
             try:
-                row[name] = parse(record[name])
+                row[name] = parse(cell)
             except CellError as error:
-                problems.append(
-                    f"{path} line {line} column {name}: '{record[name]}' — expected {error}"
-                )
+                problems.append(f"{path} line {line} column {name}: '{cell}' — expected {error}")
         rows.append(row)
     if problems:
         raise ConfigError(f"the {what} has errors:\n  " + "\n  ".join(problems))
@@ -221,15 +221,22 @@ ROLE_COLUMNS = {
     "title": _required_text,
     "claimable_from": _date,
     "cost_share": _share_parts,
-    "training_condition": _choice(["must", "recommended", ""]),
-    "accepted_statuses": _statuses,
 }
 RATE_COLUMNS = {
     "role": _code,
     "afc_band": lambda cell: cell.strip().lower(),
     "area": _choice(AREAS),
     "effective_from": _date,
+    "effective_to": _optional_date,
     "annual_maximum": _money,
+}
+TRAINING_COLUMNS = {
+    "role": _code,
+    "condition": _required_text,
+    "column": _choice(list(CONDITION_COLUMNS)),
+    "accepted": _required_text,
+    "level": _choice(["must", "recommended"]),
+    "source": _required_text,
 }
 LIMIT_COLUMNS = {
     "financial_year": _financial_year,
@@ -241,6 +248,7 @@ LIMIT_COLUMNS = {
 REFERENCE_FILES = {
     "roles.csv": (ROLE_COLUMNS, ("role",)),
     "rates.csv": (RATE_COLUMNS, ("role", "afc_band", "area", "effective_from")),
+    "training.csv": (TRAINING_COLUMNS, ("role", "condition")),
     "limits.csv": (LIMIT_COLUMNS, ("financial_year", "role", "list_size_min")),
 }
 
@@ -249,6 +257,7 @@ REFERENCE_FILES = {
 class Reference:
     roles: pl.DataFrame
     rates: pl.DataFrame
+    training: pl.DataFrame
     limits: pl.DataFrame
     files: list[Path]
 
@@ -256,17 +265,58 @@ class Reference:
     def role_codes(self) -> list[str]:
         return self.roles["role"].to_list()
 
+    @property
+    def role_names(self) -> dict[str, str]:
+        """Each role's code and title in lower case -> its code (a claim may give either)."""
+        names = {title.lower(): code for code, title in self.roles.select("role", "title").rows()}
+        return {**names, **{code: code for code in self.role_codes}}
+
 
 def _merged(name: str, override_dir: Path | None) -> Table:
     columns, key = REFERENCE_FILES[name]
     table = read_table(REFERENCE_DIR / name, columns, f"shipped reference file {name}")
     if override_dir is None or not (override_dir / name).exists():
         return table
+    if name == "roles.csv":
+        _refuse_moved_columns(override_dir / name)
     extra = read_table(override_dir / name, columns, f"reference file {name}")
     by_key = {tuple(row[k] for k in key): row for row in table.rows}
     for row in extra.rows:
         by_key[tuple(row[k] for k in key)] = row  # a user row replaces the shipped one
     return Table(rows=list(by_key.values()), files=table.files + extra.files)
+
+
+def _refuse_moved_columns(path: Path) -> None:
+    """A version 1 roles.csv still holding the training columns is refused, not half-read."""
+    try:
+        text, _ = decode(path.read_bytes())
+    except (OSError, ValueError):
+        return  # read_table reports it
+    header = [normalise_header(name) for name in next(csv.reader(text.splitlines()), [])]
+    moved = [name for name in MOVED_ROLE_COLUMNS if name in header]
+    if moved:
+        raise ConfigError(
+            f"{path}: column(s) {', '.join(moved)} have moved: training conditions are rows "
+            "of training.csv (role, condition, column, accepted, level, source), one row per "
+            "condition; remove them from roles.csv and put the conditions in training.csv in "
+            "the same --reference folder (docs/scheme.md, Training conditions)"
+        )
+
+
+def _check_training(rows: list[dict]) -> list[str]:
+    """Each condition's accepted values must be values its claim column can hold."""
+    problems = []
+    for row in rows:
+        choices = CLAIM_COLUMNS[row["column"]]["choices"]
+        accepted = [value.strip() for value in row["accepted"].split(";") if value.strip()]
+        unknown = [value for value in accepted if value not in choices]
+        if unknown or not accepted:
+            problems.append(
+                f"{row['_where']} column accepted: '{row['accepted']}' — expected "
+                f"';'-separated values of {row['column']}: {', '.join(choices)}"
+            )
+        row["accepted"] = ";".join(accepted)
+    return problems
 
 
 def _frame(rows: list[dict], columns: dict, dtypes: dict) -> pl.DataFrame:
@@ -287,15 +337,26 @@ def load_reference(override_dir: Path | None) -> Reference:
             )
     roles = _merged("roles.csv", override_dir)
     rates = _merged("rates.csv", override_dir)
+    training = _merged("training.csv", override_dir)
     limits = _merged("limits.csv", override_dir)
     codes = {row["role"] for row in roles.rows}
     unknown_roles = [
         f"{row['_where']}: role '{row['role']}' is not in roles.csv"
-        for row in rates.rows + limits.rows
+        for row in rates.rows + training.rows + limits.rows
         if row["role"] not in codes
-    ]
+    ] + _check_training(training.rows)
     if unknown_roles:
-        raise ConfigError("reference data names unknown roles:\n  " + "\n  ".join(unknown_roles))
+        raise ConfigError("the reference data has errors:\n  " + "\n  ".join(unknown_roles))
+    backwards = [
+        f"{row['_where']}: effective_to {row['effective_to']} is before effective_from "
+        f"{row['effective_from']}"
+        for row in rates.rows
+        if row["effective_to"] is not None and row["effective_to"] < row["effective_from"]
+    ]
+    if backwards:
+        raise ConfigError(
+            "rates.csv has periods that end before they start:\n  " + "\n  ".join(backwards)
+        )
     return Reference(
         roles=_frame(
             roles.rows,
@@ -305,10 +366,14 @@ def load_reference(override_dir: Path | None) -> Reference:
                 "title": pl.String,
                 "claimable_from": pl.Date,
                 "cost_share": pl.Int64,
-                "training_condition": pl.String,
-                "accepted_statuses": pl.String,
             },
         ).sort("role"),
+        # In file order (shipped rows, then a user's additions): the order findings take.
+        training=_frame(
+            training.rows,
+            TRAINING_COLUMNS,
+            {name: pl.String for name in TRAINING_COLUMNS},
+        ),
         rates=_frame(
             rates.rows,
             RATE_COLUMNS,
@@ -317,6 +382,7 @@ def load_reference(override_dir: Path | None) -> Reference:
                 "afc_band": pl.String,
                 "area": pl.String,
                 "effective_from": pl.Date,
+                "effective_to": pl.Date,
                 "annual_maximum": pl.Int64,
             },
         ).sort("role", "afc_band", "area", "effective_from"),
@@ -331,7 +397,7 @@ def load_reference(override_dir: Path | None) -> Reference:
                 "max_wte": pl.Int64,
             },
         ).sort("financial_year", "role", "list_size_min"),
-        files=sorted({*roles.files, *rates.files, *limits.files}),
+        files=sorted({*roles.files, *rates.files, *training.files, *limits.files}),
     )
 
 
@@ -419,3 +485,16 @@ def load_agreements(path: Path | None, rule_ids: set[str]) -> pl.DataFrame:
     if problems:
         raise ConfigError("the agreements file has errors:\n  " + "\n  ".join(problems))
     return _frame(table.rows, AGREEMENT_COLUMNS, dtypes)
+
+
+def training_conditions_text(reference: Reference) -> str:
+    """Every role's training conditions, as `explain` shows them for TRN-01, TRN-02, TRN-03."""
+    lines = ["training conditions (reference/training.csv):"]
+    for row in reference.training.iter_rows(named=True):
+        accepted = row["accepted"].replace(";", ", ")
+        lines.append(
+            f"  {row['role']}: {row['level']}: {row['condition']} "
+            f"({row['column']} one of {accepted})"
+        )
+        lines.append(f"      source: {row['source']}")
+    return "\n".join(lines)

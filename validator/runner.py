@@ -359,9 +359,9 @@ class Outcome:
 
 
 def exit_code_for(result: RunResult, fail_on: str) -> int:
-    """2 for a claim file that could not be read (the rest was validated), else 1 when an
-    open finding is at or above `fail_on`'s severity, else 0."""
-    if result.file_problems:
+    """2 for a claim file that could not be read or a missing rate (REF-01; the rest was
+    validated), else 1 when an open finding is at or above `fail_on`'s severity, else 0."""
+    if result.file_problems or result.missing_rates:
         return EXIT_INPUT
     if fail_on == "never":
         return EXIT_CLEAN

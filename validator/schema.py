@@ -1,4 +1,4 @@
-"""Stage A: the claim-file schema (SPEC section 2) as a Pandera schema, and typed parsing.
+"""Stage A: the claim-file schema (README, Inputs) as a Pandera schema, and typed parsing.
 
 The schema is built from schemas/claims.toml. Each column carries named checks that are
 single Polars expressions over the text cells; validation is lazy, so every failed field of
@@ -23,13 +23,16 @@ SCHEMA_FAILURE_COLUMNS = {
 }
 
 
-def _parsed(name: str, spec: dict, roles: list[str]) -> pl.Expr | None:
-    """The column's value parsed, null where the text does not parse (None: free text)."""
+def _parsed(name: str, spec: dict, roles: dict[str, str]) -> pl.Expr | None:
+    """The column's value parsed, null where the text does not parse (None: free text).
+
+    `roles` maps each role's code and title, in lower case, to its code: a claim may give
+    either, in any case (`Clinical Pharmacist`)."""
     kind = spec["kind"]
     if kind == "pattern":
         return pl.when(v.stripped(name).str.contains(spec["pattern"])).then(v.stripped(name))
     if kind == "role":
-        return pl.when(v.stripped(name).is_in(roles)).then(v.stripped(name))
+        return v.stripped(name).str.to_lowercase().replace_strict(roles, default=None)
     if kind == "month":
         return v.month_start(name)
     if kind == "date":
@@ -110,7 +113,7 @@ _PARSED_ONCE = {
 }
 
 
-def with_values(claims: pl.DataFrame, roles: list[str]) -> pl.DataFrame:
+def with_values(claims: pl.DataFrame, roles: dict[str, str]) -> pl.DataFrame:
     """The claim text cells plus, per column: its parsed `__value`, whether it is `__blank`,
     and `__problem`, the name of the first of its checks that fails (null where the cell is
     fine).
@@ -172,7 +175,7 @@ def build_schema() -> tuple[pa.DataFrameSchema, dict[tuple[str, str], str]]:
     return pa.DataFrameSchema(columns, coerce=False, strict=False), expectations
 
 
-def check_claims(claims: pl.DataFrame, roles: list[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+def check_claims(claims: pl.DataFrame, roles: dict[str, str]) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Stage A. Returns the schema failures (one row per bad field of every row: row_no,
     column, value as read, problem) and the typed values of the rows that passed."""
     # Every row is shaped (not a filtered copy of the text); a row with a row_problem is

@@ -11,13 +11,14 @@ import datetime as dt
 
 import polars as pl
 
-# 1.0 WTE in integer units: the least common multiple of 10**6 (a WTE written with up to six
-# decimal places) and 3,750 (centi-hours in a 37.5-hour week), so both forms are exact.
+# 1.0 WTE in integer units: a multiple of 10**6 (a WTE written with up to six decimal places)
+# and of 37,500 (milli-hours in a 37.5-hour week: hours are read to 3 decimal places, 9.375
+# hours = 0.25 WTE), so both forms are exact.
 WTE_UNITS = 3_000_000
-FULL_TIME_CENTIHOURS = 3_750
 UNITS_PER_MICRO_WTE = WTE_UNITS // 1_000_000
-UNITS_PER_CENTIHOUR = WTE_UNITS // FULL_TIME_CENTIHOURS
-# Two WTE values that differ by more than this disagree (SPEC: "agree to 0.01").
+FULL_TIME_MILLIHOURS = 37_500
+UNITS_PER_MILLIHOUR = WTE_UNITS // FULL_TIME_MILLIHOURS
+# Two WTE values that differ by more than this disagree ("agree to 0.01": README, Inputs).
 WTE_AGREEMENT_UNITS = WTE_UNITS // 100
 # A date that never comes: stands for a blank date in engine records (yyyymmdd integers).
 NEVER = 99_991_231
@@ -27,7 +28,7 @@ _ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
 _UK_DATE = r"^\d{1,2}/\d{1,2}/\d{4}$"
 _MONTH = r"^\d{4}-(0[1-9]|1[0-2])$"
 _WTE = r"^(\d)(?:\.(\d{1,6}))?$"
-_HOURS = r"^(\d{1,2})(?:\.(\d{1,2}))?$"
+_HOURS = r"^(\d{1,2})(?:\.(\d{1,3}))?$"
 
 
 def blank(column: str) -> pl.Expr:
@@ -86,7 +87,7 @@ def wte_units(column: str) -> pl.Expr:
 
 def hours_wte_units(column: str) -> pl.Expr:
     """Hours per week converted to WTE units (hours / 37.5); null if not hours."""
-    return _decimal_scaled(stripped(column), _HOURS, 2) * UNITS_PER_CENTIHOUR
+    return _decimal_scaled(stripped(column), _HOURS, 3) * UNITS_PER_MILLIHOUR
 
 
 def choice(column: str, choices: list[str]) -> pl.Expr:
