@@ -4,17 +4,21 @@ and every exit code tells the truth. Each case runs the real CLI on real files."
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import CLI, PROJECT, claims, register, run_cli, run_small
+from tests.helpers import CLI, PROJECT, agreements, claims, register, run_cli, run_small
+from tests.test_unattended import GUARD, drain, parked_run
 from validator import cli, runner
 from validator.runner import OutputLock
 from validator.unattended import latest_previous
@@ -387,3 +391,126 @@ def test_a_stop_while_the_libraries_load_ends_with_a_message(tmp_path):
     assert process.wait() == 3
     assert "stopped by SIGTERM" in rest and "Traceback" not in rest
     assert not (tmp_path / "o").exists()
+
+
+# --- bad reference data is refused, never silently used ---------------------------------
+
+
+def reference_folder(folder: Path, name: str, text: str) -> Path:
+    reference = folder / "reference"
+    reference.mkdir(exist_ok=True)
+    (reference / name).write_text(text)
+    return reference
+
+
+RATE_HEADER = "role,afc_band,area,effective_from,effective_to,annual_maximum\n"
+LIMIT_HEADER = "financial_year,role,list_size_min,list_size_max,max_wte\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "named"),
+    [
+        (
+            "rates.csv",
+            RATE_HEADER + "clinical_pharmacist,,standard,2021-04-01,,1000000000.00\n",
+            "line 2 column annual_maximum",
+        ),
+        (
+            "rates.csv",
+            RATE_HEADER
+            + "clinical_pharmacist,,standard,2021-04-01,,100.00\n"
+            + "clinical_pharmacist,,standard,2021-04-01,,99999.00\n",
+            "is already at",
+        ),
+        (
+            "limits.csv",
+            LIMIT_HEADER
+            + "2021/22,mental_health_practitioner,0,99999,1.0\n"
+            + "2021/22,mental_health_practitioner,50000,,2.0\n",
+            "overlap",
+        ),
+        ("limits.csv", LIMIT_HEADER + "2022/23,paramedic,500,100,1.0\n", "is below list_size_min"),
+    ],
+)
+def test_bad_reference_rows_are_named(tmp_path, name, text, named):
+    reference = reference_folder(tmp_path, name, text)
+    completed = run_into(tmp_path, tmp_path / "out", "--reference", str(reference))
+    assert_refused(completed, name, named)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("register_row", "named"),
+    [({"pcn_code": "U٧١٠٠١"}, "pcn_code"), ({"arrs_sum": "99999999999.99"}, "arrs_sum")],
+)
+def test_bad_register_rows_are_named(tmp_path, register_row, named):
+    claim_file = claims(tmp_path / "c.csv", {})
+    pcns = register(tmp_path / "p.csv", register_row)
+    completed = run_cli("run", str(claim_file), "--pcns", str(pcns), "--out", str(tmp_path / "o"))
+    assert_refused(completed, "p.csv line 2", named)
+
+
+def test_an_agreement_from_year_0000_is_named(tmp_path):
+    claim_file, pcns = small_inputs(tmp_path)
+    agreed = agreements(tmp_path / "a.csv", {"rule_id": "CAP-01", "from_month": "0000-04"})
+    completed = run_cli(
+        "run",
+        str(claim_file),
+        "--pcns",
+        str(pcns),
+        "--agreements",
+        str(agreed),
+        "--out",
+        str(tmp_path / "o"),
+    )
+    assert_refused(completed, "from_month")
+
+
+@pytest.mark.parametrize("month", ["٢٠٢١-06", "0000-06"])
+def test_odd_digits_and_year_0000_in_a_claim_month_are_schema_findings(tmp_path, month):
+    claim_file = claims(tmp_path / "c.csv", {}, {"staff_id": "S2", "claim_month": month})
+    pcns = register(tmp_path / "p.csv")
+    completed = run_cli("run", str(claim_file), "--pcns", str(pcns), "--out", str(tmp_path / "o"))
+    assert completed.returncode == 1, completed.stderr
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "o" / "exceptions.csv").read_text())))
+    assert [(row["rule_id"], row["source_line"]) for row in rows] == [("SCH-01", "3")]
+
+
+def test_amounts_beyond_any_claim_are_schema_findings_and_totals_stay_exact(tmp_path):
+    huge = {"amount_claimed": "999,999,999,999.99", "monthly_salary": "999999999999.99"}
+    lines = [{"staff_id": f"S{n}", **huge} for n in range(3)] + [{}]
+    claim_file = claims(tmp_path / "c.csv", *lines)
+    pcns = register(tmp_path / "p.csv")
+    completed = run_cli("run", str(claim_file), "--pcns", str(pcns), "--out", str(tmp_path / "o"))
+    assert completed.returncode == 1, completed.stderr
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "o" / "exceptions.csv").read_text())))
+    assert {row["rule_id"] for row in rows} == {"SCH-01"}
+    assert all("10,000,000.00" in row["message"] for row in rows)
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert manifest["reconciliation"]["rows_rejected_by_schema"] == 3
+    for value in (row["amount_claimed"] for row in rows):
+        assert not value.startswith("-")
+
+
+def wait_until_blocked_on_its_log(process: subprocess.Popen) -> None:
+    """Until the parked run waits to write its next log line into the full pipe: a state the
+    kernel shows (wchan), looked at again and again; how long it takes does not matter."""
+    deadline = time.monotonic() + GUARD  # only so a broken run fails instead of hanging
+    wchan = Path(f"/proc/{process.pid}/wchan")
+    while "pipe_write" not in wchan.read_text():
+        assert process.poll() is None, "the run ended before it wrote its first phase line"
+        assert time.monotonic() < deadline, "the run never reached its first phase line"
+        time.sleep(0.01)
+
+
+def test_the_manifest_records_the_register_as_read_not_as_replaced(tmp_path):
+    out = tmp_path / "out"
+    process, read_end = parked_run(tmp_path, out)
+    wait_until_blocked_on_its_log(process)  # the register is read before the first phase line
+    register_file = tmp_path / "inputs" / "p.csv"
+    as_read = hashlib.sha256(register_file.read_bytes()).hexdigest()
+    register(register_file, {"pcn_name": "Replaced PCN"})  # replaced mid-run
+    drain(process, read_end)
+    manifest = json.loads((out / "manifest.json").read_text())
+    [pcns] = [item for item in manifest["inputs"] if item["kind"] == "pcns"]
+    assert pcns["sha256"] == as_read != hashlib.sha256(register_file.read_bytes()).hexdigest()

@@ -423,7 +423,7 @@ def summary(
             pl.lit(0, dtype=pl.Int64).alias("amount_allowed"),
             pl.lit(0, dtype=pl.Int64).alias("ytd"),
         )
-        .filter(pl.col("pcn_code").str.contains(r"^U\d{5}$"))
+        .filter(pl.col("pcn_code").str.contains(r"^U[0-9]{5}$"))
     )
     checked = lines.select(
         "pcn_code",

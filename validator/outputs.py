@@ -16,7 +16,6 @@ import polars as pl
 
 from validator import __version__, history, xlsx
 from validator.pipeline import FINDING_COLUMNS, RunResult
-from validator.reference import describe_file
 
 _MONEY_FINDING = ("amount_claimed", "amount_allowed", "amount_at_risk")
 SUMMARY_COLUMNS = [
@@ -75,7 +74,6 @@ def summary_csv(result: RunResult) -> str:
 
 
 def manifest(result: RunResult, started: dt.datetime, finished: dt.datetime, exit_code: int):
-    options = result.options
     inputs = []
     for file in result.files:
         inputs.append(
@@ -91,10 +89,8 @@ def manifest(result: RunResult, started: dt.datetime, finished: dt.datetime, exi
                 "ignored_columns": file.extra_columns,
             }
         )
-    for kind, path in (("pcns", options.pcns), ("agreements", options.agreements)):
-        if path is not None:
-            inputs.append({"kind": kind, **describe_file(path)})
-    reference = [describe_file(path) for path in result.reference.files]
+    inputs.extend(result.input_facts)
+    reference = result.reference.files
     return {
         "tool": "arrs-validate",
         "tool_version": __version__,

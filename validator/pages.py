@@ -20,20 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from validator.paths import TEMPLATES_DIR
+from validator.pounds import display_pounds
 
 if TYPE_CHECKING:
     import jinja2
 
 SEVERITIES = ("reject", "adjust", "query", "warning")
-
-
-def display_pounds(pence: int | None) -> str:
-    """Integer pence for people: `£1,234.56` (the report's `pounds` filter)."""
-    if pence is None:
-        return "—"
-    sign = "-" if pence < 0 else ""
-    pounds, rest = divmod(abs(pence), 100)
-    return f"{sign}£{pounds:,}.{rest:02d}"
 
 
 def environment() -> jinja2.Environment:

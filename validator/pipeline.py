@@ -81,6 +81,8 @@ class RunResult:
     resolved: pl.DataFrame | None = None
     previous_folder: Path | None = None
     pcn_records: dict[str, pl.DataFrame] = field(default_factory=dict)
+    # The register and agreements as the manifest records them (kind, path, SHA-256 ...).
+    input_facts: list[dict] = field(default_factory=list)
     # Every (role, afc_band, area, claim_month) a line needed but the rates lack (REF-01).
     missing_rates: list[dict] = field(default_factory=list)
 
@@ -103,7 +105,7 @@ class RunResult:
 def parse_review_month(text: str | None) -> dt.date | None:
     if text is None:
         return None
-    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", text):
+    if not re.fullmatch(r"(?:19|2[01])[0-9]{2}-(0[1-9]|1[0-2])", text):
         raise ConfigError(f"--month {text}: expected the review month as YYYY-MM, e.g. 2021-12")
     return dt.date(int(text[:4]), int(text[5:]), 1)
 
@@ -158,10 +160,14 @@ class _Run:
         self.options = options
         self.catalogue = load_catalogue()
         self.reference = load_reference(options.reference)
-        self.register = load_register(options.pcns)
-        self.agreements = load_agreements(
+        self.register, register_facts = load_register(options.pcns)
+        self.agreements, agreement_facts = load_agreements(
             options.agreements, {rule.id for rule in self.catalogue.rules}
         )
+        # What the manifest records of these inputs: the bytes this run read, hashed as read.
+        self.input_facts = [{"kind": "pcns", **register_facts}]
+        if agreement_facts is not None:
+            self.input_facts.append({"kind": "agreements", **agreement_facts})
         self.review = parse_review_month(options.month)
         self.previous: pl.DataFrame | None = None
         self.previous_folder: Path | None = None
@@ -324,6 +330,7 @@ class _Run:
             pcn_records=self.pcn_records,
             previous_folder=self.previous_folder,
             missing_rates=derive.missing_rates(eligible),
+            input_facts=self.input_facts,
         )
 
     def _findings(

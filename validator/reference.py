@@ -24,6 +24,7 @@ from validator import values as v
 from validator.errors import ConfigError
 from validator.load import CLAIM_COLUMNS, decode, normalise_header
 from validator.paths import REFERENCE_DIR
+from validator.pounds import display_pounds
 
 # The claim columns a training condition may name: each holds one of its choices, or blank.
 # A blank training_status means not_started (a value); a blank in the others, not recorded.
@@ -54,7 +55,7 @@ def _code(cell: str) -> str:
 
 
 def _pcn_code(cell: str) -> str:
-    if not re.fullmatch(r"U\d{5}", cell.strip()):
+    if not re.fullmatch(r"U[0-9]{5}", cell.strip()):
         raise CellError("a PCN ODS code: U followed by five digits")
     return cell.strip()
 
@@ -62,8 +63,8 @@ def _pcn_code(cell: str) -> str:
 def _date(cell: str) -> dt.date:
     text = cell.strip()
     for pattern, form in (
-        (r"\d{4}-\d{2}-\d{2}", "%Y-%m-%d"),
-        (r"\d{1,2}/\d{1,2}/\d{4}", "%d/%m/%Y"),
+        (r"(?:19|2[01])[0-9]{2}-[0-9]{2}-[0-9]{2}", "%Y-%m-%d"),
+        (r"[0-9]{1,2}/[0-9]{1,2}/(?:19|2[01])[0-9]{2}", "%d/%m/%Y"),
     ):
         if re.fullmatch(pattern, text):
             try:
@@ -79,21 +80,27 @@ def _optional_date(cell: str) -> dt.date | None:
 
 def _month(cell: str) -> dt.date:
     text = cell.strip()
-    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", text):
+    if not re.fullmatch(r"(?:19|2[01])[0-9]{2}-(0[1-9]|1[0-2])", text):
         raise CellError("a month as YYYY-MM")
     return dt.date(int(text[:4]), int(text[5:]), 1)
 
 
 def _money(cell: str) -> int:
     text = cell.strip()
-    match = re.fullmatch(r"£?(\d{1,3}(?:,\d{3})+|\d{1,12})(?:\.(\d{1,2}))?", text)
+    match = re.fullmatch(r"£?([0-9]{1,3}(?:,[0-9]{3})+|[0-9]{1,12})(?:\.([0-9]{1,2}))?", text)
     if not match:
         raise CellError("an amount in pounds with at most 2 decimal places, e.g. 56829.00")
-    return int(match.group(1).replace(",", "")) * 100 + int((match.group(2) or "").ljust(2, "0"))
+    pence = int(match.group(1).replace(",", "")) * 100 + int((match.group(2) or "").ljust(2, "0"))
+    if pence > v.MAX_MONEY_PENCE:
+        raise CellError(
+            f"an amount of at most {display_pounds(v.MAX_MONEY_PENCE)} (no PCN's ARRS sum or "
+            "role's annual maximum comes near it)"
+        )
+    return pence
 
 
 def _count(cell: str) -> int:
-    if not re.fullmatch(r"\d{1,9}", cell.strip()):
+    if not re.fullmatch(r"[0-9]{1,9}", cell.strip()):
         raise CellError("a whole number")
     return int(cell.strip())
 
@@ -134,7 +141,7 @@ def _share_parts(cell: str) -> int:
 
 def _financial_year(cell: str) -> str:
     text = cell.strip()
-    match = re.fullmatch(r"(\d{4})/(\d{2})", text)
+    match = re.fullmatch(r"([0-9]{4})/([0-9]{2})", text)
     if not match or (int(match.group(1)) + 1) % 100 != int(match.group(2)):
         raise CellError("a financial year such as 2021/22")
     return text
@@ -153,10 +160,11 @@ def _choice(options: list[str]) -> Callable[[str], str]:
 
 @dataclass
 class Table:
-    """Rows of one reference file, each with the file and line it came from."""
+    """Rows of one reference file, each with the file and line it came from, and the facts
+    the manifest records of each file read (describe), taken from the very bytes read."""
 
     rows: list[dict]
-    files: list[Path]
+    files: list[dict]
 
 
 # Columns a reference file may leave out: each reads as blank (docs/scheme.md, reference data).
@@ -166,7 +174,8 @@ OPTIONAL_COLUMNS = {"effective_to"}
 def read_table(path: Path, columns: dict[str, Callable[[str], object]], what: str) -> Table:
     """Read and check one CSV; raise ConfigError listing every problem in it."""
     try:
-        text, _ = decode(path.read_bytes())
+        data = path.read_bytes()
+        text, encoding = decode(data)
     except OSError as error:
         raise ConfigError(f"{path}: cannot read the {what} ({error.strerror or error})") from None
     except ValueError as error:
@@ -200,20 +209,34 @@ def read_table(path: Path, columns: dict[str, Callable[[str], object]], what: st
         rows.append(row)
     if problems:
         raise ConfigError(f"the {what} has errors:\n  " + "\n  ".join(problems))
-    return Table(rows=rows, files=[path])
+    return Table(rows=rows, files=[describe(path, data, encoding, len(rows))])
 
 
-def describe_file(path: Path) -> dict:
-    """A small CSV input as the manifest records it: SHA-256, encoding and data rows."""
-    data = path.read_bytes()
-    text, encoding = decode(data)
-    rows = sum(1 for cells in csv.reader(text.splitlines()[1:]) if any(c.strip() for c in cells))
+def describe(path: Path, data: bytes, encoding: str, rows: int) -> dict:
+    """A small CSV input as the manifest records it: SHA-256, encoding and data rows, of the
+    bytes the run read (a file replaced mid-run is recorded as it was used)."""
     return {
         "path": str(path),
         "sha256": hashlib.sha256(data).hexdigest(),
         "encoding": encoding,
         "rows": rows,
     }
+
+
+def _duplicate_keys(table: Table, key: tuple[str, ...], name: str) -> list[str]:
+    """Rows of one file with the same key: which one would win is a guess, so both are named."""
+    seen: dict[tuple, str] = {}
+    problems = []
+    for row in table.rows:
+        value = tuple(row[k] for k in key)
+        if value in seen:
+            shown = ", ".join(
+                f"{k} {v if v not in (None, '') else '(blank)'}"
+                for k, v in zip(key, value, strict=True)
+            )
+            problems.append(f"{row['_where']}: {shown} is already at {seen[value]}; keep one")
+        seen[value] = row["_where"]
+    return problems
 
 
 ROLE_COLUMNS = {
@@ -276,10 +299,14 @@ def _merged(name: str, override_dir: Path | None) -> Table:
     columns, key = REFERENCE_FILES[name]
     table = read_table(REFERENCE_DIR / name, columns, f"shipped reference file {name}")
     if override_dir is None or not (override_dir / name).exists():
-        return table
-    if name == "roles.csv":
-        _refuse_moved_columns(override_dir / name)
-    extra = read_table(override_dir / name, columns, f"reference file {name}")
+        extra = Table(rows=[], files=[])
+    else:
+        if name == "roles.csv":
+            _refuse_moved_columns(override_dir / name)
+        extra = read_table(override_dir / name, columns, f"reference file {name}")
+    problems = _duplicate_keys(table, key, name) + _duplicate_keys(extra, key, name)
+    if problems:
+        raise ConfigError(f"{name} has rows with the same key:\n  " + "\n  ".join(problems))
     by_key = {tuple(row[k] for k in key): row for row in table.rows}
     for row in extra.rows:
         by_key[tuple(row[k] for k in key)] = row  # a user row replaces the shipped one
@@ -323,6 +350,36 @@ def _frame(rows: list[dict], columns: dict, dtypes: dict) -> pl.DataFrame:
     return pl.DataFrame([{k: row[k] for k in columns} for row in rows], schema=dtypes, orient="row")
 
 
+def _limit_ranges(rows: list[dict]) -> list[str]:
+    """Each (year, role)'s list-size ranges must not run backwards or overlap: a PCN's limit
+    must be one number, not whichever row happens to come first."""
+    problems = []
+    ordered = sorted(
+        rows, key=lambda row: (row["financial_year"], row["role"], row["list_size_min"])
+    )
+    for number, row in enumerate(ordered):
+        top = row["list_size_max"]
+        if top is not None and top < row["list_size_min"]:
+            problems.append(
+                f"{row['_where']}: list_size_max {top} is below list_size_min "
+                f"{row['list_size_min']}"
+            )
+        following = ordered[number + 1] if number + 1 < len(ordered) else None
+        if (
+            following is not None
+            and (following["financial_year"], following["role"])
+            == (row["financial_year"], row["role"])
+            and (top is None or following["list_size_min"] <= top)
+        ):
+            problems.append(
+                f"{following['_where']}: list sizes from {following['list_size_min']} overlap "
+                f"the range of {row['_where']} ({row['list_size_min']} to "
+                f"{'any size' if top is None else top}) for {row['role']} in "
+                f"{row['financial_year']}"
+            )
+    return problems
+
+
 def load_reference(override_dir: Path | None) -> Reference:
     """Shipped roles, rates and limits, with `--reference DIR` rows replacing or adding."""
     if override_dir is not None:
@@ -347,7 +404,7 @@ def load_reference(override_dir: Path | None) -> Reference:
     ] + _check_training(training.rows)
     if unknown_roles:
         raise ConfigError("the reference data has errors:\n  " + "\n  ".join(unknown_roles))
-    backwards = [
+    backwards = _limit_ranges(limits.rows) + [
         f"{row['_where']}: effective_to {row['effective_to']} is before effective_from "
         f"{row['effective_from']}"
         for row in rates.rows
@@ -355,7 +412,8 @@ def load_reference(override_dir: Path | None) -> Reference:
     ]
     if backwards:
         raise ConfigError(
-            "rates.csv has periods that end before they start:\n  " + "\n  ".join(backwards)
+            "the reference data has ranges that end before they start or overlap:\n  "
+            + "\n  ".join(backwards)
         )
     return Reference(
         roles=_frame(
@@ -397,7 +455,10 @@ def load_reference(override_dir: Path | None) -> Reference:
                 "max_wte": pl.Int64,
             },
         ).sort("financial_year", "role", "list_size_min"),
-        files=sorted({*roles.files, *rates.files, *training.files, *limits.files}),
+        files=sorted(
+            [*roles.files, *rates.files, *training.files, *limits.files],
+            key=lambda facts: facts["path"],
+        ),
     )
 
 
@@ -411,8 +472,9 @@ REGISTER_COLUMNS = {
 }
 
 
-def load_register(path: Path) -> pl.DataFrame:
-    """The PCN register (`--pcns`): one row per PCN per financial year."""
+def load_register(path: Path) -> tuple[pl.DataFrame, dict]:
+    """The PCN register (`--pcns`): one row per PCN per financial year; and the facts the
+    manifest records of the file as read."""
     table = read_table(path, REGISTER_COLUMNS, "PCN register (--pcns)")
     seen: dict[tuple[str, str], str] = {}
     duplicates = []
@@ -426,7 +488,7 @@ def load_register(path: Path) -> pl.DataFrame:
             "the PCN register has more than one row for a PCN and year; keep one:\n  "
             + "\n  ".join(duplicates)
         )
-    return _frame(
+    frame = _frame(
         table.rows,
         REGISTER_COLUMNS,
         {
@@ -438,6 +500,7 @@ def load_register(path: Path) -> pl.DataFrame:
             "arrs_sum": pl.Int64,
         },
     )
+    return frame, table.files[0]
 
 
 AGREEMENT_COLUMNS = {
@@ -453,8 +516,9 @@ AGREEMENT_COLUMNS = {
 }
 
 
-def load_agreements(path: Path | None, rule_ids: set[str]) -> pl.DataFrame:
-    """The commissioner's agreements (`--agreements`), checked against the rule catalogue."""
+def load_agreements(path: Path | None, rule_ids: set[str]) -> tuple[pl.DataFrame, dict | None]:
+    """The commissioner's agreements (`--agreements`), checked against the rule catalogue;
+    and the facts the manifest records of the file as read (None without one)."""
     dtypes = {
         "agreement_id": pl.String,
         "rule_id": pl.String,
@@ -467,7 +531,7 @@ def load_agreements(path: Path | None, rule_ids: set[str]) -> pl.DataFrame:
         "reason": pl.String,
     }
     if path is None:
-        return pl.DataFrame(schema=dtypes)
+        return pl.DataFrame(schema=dtypes), None
     table = read_table(path, AGREEMENT_COLUMNS, "agreements file (--agreements)")
     problems = []
     ids: set[str] = set()
@@ -484,7 +548,7 @@ def load_agreements(path: Path | None, rule_ids: set[str]) -> pl.DataFrame:
         ids.add(row["agreement_id"])
     if problems:
         raise ConfigError("the agreements file has errors:\n  " + "\n  ".join(problems))
-    return _frame(table.rows, AGREEMENT_COLUMNS, dtypes)
+    return _frame(table.rows, AGREEMENT_COLUMNS, dtypes), table.files[0]
 
 
 def training_conditions_text(reference: Reference) -> str:

@@ -124,13 +124,13 @@ def check_choice(value: str, choices: tuple[str, ...], where: str) -> str:
 
 
 def check_month_policy(policy: str, where: str) -> str:
-    if policy not in MONTH_POLICIES and not re.fullmatch(r"[0-9]{4}-(0[1-9]|1[0-2])", policy):
+    if policy not in MONTH_POLICIES and not re.fullmatch(
+        r"(?:19|2[01])[0-9]{2}-(0[1-9]|1[0-2])", policy
+    ):
         raise ConfigError(
             f"{where} {policy}: expected latest, previous-calendar-month or a month YYYY-MM "
-            "such as 2021-12"
+            "between 1900 and 2199, such as 2021-12"
         )
-    if policy[:4] == "0000":
-        raise ConfigError(f"{where} {policy}: there is no year 0000; give a month such as 2021-12")
     return policy
 
 

@@ -20,15 +20,19 @@ FULL_TIME_MILLIHOURS = 37_500
 UNITS_PER_MILLIHOUR = WTE_UNITS // FULL_TIME_MILLIHOURS
 # Two WTE values that differ by more than this disagree ("agree to 0.01": README, Inputs).
 WTE_AGREEMENT_UNITS = WTE_UNITS // 100
+# The largest amount any money cell may hold: £10,000,000.00. No claim line, annual maximum
+# or PCN's ARRS sum comes near it, and with it every product and sum the run makes (a million
+# lines of it, a maximum times WTE units times days) stays far inside a 64-bit integer.
+MAX_MONEY_PENCE = 1_000_000_000
 # A date that never comes: stands for a blank date in engine records (yyyymmdd integers).
 NEVER = 99_991_231
 
-_MONEY = r"^£?(\d{1,3}(?:,\d{3})+|\d{1,12})(?:\.(\d{1,2}))?$"
-_ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
-_UK_DATE = r"^\d{1,2}/\d{1,2}/\d{4}$"
-_MONTH = r"^\d{4}-(0[1-9]|1[0-2])$"
-_WTE = r"^(\d)(?:\.(\d{1,6}))?$"
-_HOURS = r"^(\d{1,2})(?:\.(\d{1,3}))?$"
+_MONEY = r"^£?([0-9]{1,3}(?:,[0-9]{3})+|[0-9]{1,12})(?:\.([0-9]{1,2}))?$"
+_ISO_DATE = r"^(?:19|2[01])[0-9]{2}-[0-9]{2}-[0-9]{2}$"
+_UK_DATE = r"^[0-9]{1,2}/[0-9]{1,2}/(?:19|2[01])[0-9]{2}$"
+_MONTH = r"^(?:19|2[01])[0-9]{2}-(0[1-9]|1[0-2])$"
+_WTE = r"^([0-9])(?:\.([0-9]{1,6}))?$"
+_HOURS = r"^([0-9]{1,2})(?:\.([0-9]{1,3}))?$"
 
 
 def blank(column: str) -> pl.Expr:
@@ -59,8 +63,11 @@ def _decimal_scaled(text: pl.Expr, pattern: str, places: int) -> pl.Expr:
 
 
 def money_pence(column: str) -> pl.Expr:
-    """`1234.5`, `1,234.56` or `£1,234.56` as integer pence; null if not money."""
-    return _decimal_scaled(stripped(column), _MONEY, 2)
+    """`1234.5`, `1,234.56` or `£1,234.56` as integer pence; null if not money or more than
+    MAX_MONEY_PENCE."""
+    pence = _decimal_scaled(stripped(column), _MONEY, 2)
+    return pl.when(pence <= MAX_MONEY_PENCE).then(pence)
+
 
 
 def date_value(column: str) -> pl.Expr:
@@ -129,7 +136,7 @@ def thousands_expr(number: pl.Expr) -> pl.Expr:
 
 
 def display_pounds_expr(pence: pl.Expr) -> pl.Expr:
-    """Integer pence for people, as pages.display_pounds: `£1,234.56`, `—` for null."""
+    """Integer pence for people, as pounds.display_pounds: `£1,234.56`, `—` for null."""
     sign = pl.when(pence < 0).then(pl.lit("-")).otherwise(pl.lit(""))
     pennies = (pence.abs() % 100).cast(pl.String).str.pad_start(2, "0")
     text = sign + "£" + thousands_expr(pence.abs() // 100) + "." + pennies
