@@ -451,18 +451,8 @@ def test_bad_register_rows_are_named(tmp_path, register_row, named):
 
 
 def test_an_agreement_from_year_0000_is_named(tmp_path):
-    claim_file, pcns = small_inputs(tmp_path)
     agreed = agreements(tmp_path / "a.csv", {"rule_id": "CAP-01", "from_month": "0000-04"})
-    completed = run_cli(
-        "run",
-        str(claim_file),
-        "--pcns",
-        str(pcns),
-        "--agreements",
-        str(agreed),
-        "--out",
-        str(tmp_path / "o"),
-    )
+    completed = run_into(tmp_path, tmp_path / "o", "--agreements", str(agreed))
     assert_refused(completed, "from_month")
 
 
