@@ -504,3 +504,24 @@ def test_the_manifest_records_the_register_as_read_not_as_replaced(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     [pcns] = [item for item in manifest["inputs"] if item["kind"] == "pcns"]
     assert pcns["sha256"] == as_read != hashlib.sha256(register_file.read_bytes()).hexdigest()
+
+
+# --- one hostile file cannot take the machine down -----------------------------------------
+
+
+def test_a_row_of_garbage_makes_a_few_findings_not_one_per_field(tmp_path):
+    garbage = {name: "??" for name in ("pcn_code", "claim_month", "staff_id", "role")}
+    garbage |= {"wte": "x", "employment_start": "x", "monthly_salary": "x", "amount_claimed": "x"}
+    claim_file = claims(tmp_path / "c.csv", {}, garbage)
+    pcns = register(tmp_path / "p.csv")
+    completed = run_cli("run", str(claim_file), "--pcns", str(pcns), "--out", str(tmp_path / "o"))
+    assert completed.returncode == 1, completed.stderr
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "o" / "exceptions.csv").read_text())))
+    line_3 = [row for row in rows if row["source_line"] == "3"]
+    assert [row["rule_id"] for row in line_3] == ["SCH-01"] * 4
+    # The first three bad fields in the schema's column order, then one naming the rest.
+    messages = sorted(row["message"] for row in line_3)
+    for column in ("pcn_code", "claim_month", "staff_id"):
+        assert sum(f"column {column} is" in message for message in messages) == 1, messages
+    [rest] = [message for message in messages if "more column(s)" in message]
+    assert "5 more column(s) as well: role, wte, employment_start, monthly_salary" in rest

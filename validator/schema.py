@@ -232,9 +232,48 @@ def check_claims(claims: pl.DataFrame, roles: dict[str, str]) -> tuple[pl.DataFr
                 ("expected " + pl.col("expected")).alias("problem"),
             )
         )
-    failures_frame = pl.concat(failures).cast(SCHEMA_FAILURE_COLUMNS).sort("row_no", "column")
+    failures_frame = _capped(pl.concat(failures).cast(SCHEMA_FAILURE_COLUMNS))
     typed = _typed(shaped).filter(~pl.col("row_no").is_in(failures_frame["row_no"].implode()))
     return failures_frame, typed
+
+
+# A row with more bad fields than this gets a finding for each of the first ones (in the
+# schema's column order) and one more naming the rest: past a few, another finding per field
+# is no more evidence, and a file of garbage rows must not make twenty findings a row.
+FIELD_FINDINGS_PER_ROW = 3
+
+
+def _capped(failures: pl.DataFrame) -> pl.DataFrame:
+    order = pl.DataFrame(
+        {"column": ["", *CLAIM_COLUMNS], "_position": range(len(CLAIM_COLUMNS) + 1)}
+    )
+    ranked = (
+        failures.join(order, on="column", how="left")
+        .sort("row_no", "_position")
+        .with_columns(pl.int_range(pl.len(), dtype=pl.Int64).over("row_no").alias("_rank"))
+    )
+    kept = ranked.filter(pl.col("_rank") < FIELD_FINDINGS_PER_ROW)
+    rest = (
+        ranked.filter(pl.col("_rank") >= FIELD_FINDINGS_PER_ROW)
+        .group_by("row_no", maintain_order=True)
+        .agg(pl.col("column").str.join(", ").alias("columns"), pl.len().alias("count"))
+        .select(
+            "row_no",
+            pl.lit("").alias("column"),
+            pl.lit("").alias("value"),
+            pl.format(
+                "the row breaks the schema in {} more column(s) as well: {}; check the whole row",
+                "count",
+                "columns",
+            ).alias("problem"),
+            pl.lit(FIELD_FINDINGS_PER_ROW, dtype=pl.Int64).alias("_rank"),
+        )
+    )
+    return (
+        pl.concat([kept.select(*SCHEMA_FAILURE_COLUMNS, "_rank"), rest])
+        .sort("row_no", "_rank")
+        .select(*SCHEMA_FAILURE_COLUMNS)
+    )
 
 
 def _typed(checked: pl.DataFrame) -> pl.DataFrame:

@@ -69,7 +69,6 @@ def money_pence(column: str) -> pl.Expr:
     return pl.when(pence <= MAX_MONEY_PENCE).then(pence)
 
 
-
 def date_value(column: str) -> pl.Expr:
     """`2021-06-16` or UK `16/06/2021` as a date; null if not a real date."""
     text = stripped(column)
