@@ -20,7 +20,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from validator import values as v
+from validator import units
 from validator.errors import ConfigError
 from validator.paths import RULES_DIR
 
@@ -91,7 +91,7 @@ RECORD_FIELDS: dict[str, dict[str, type]] = {
     },
     "pcn_review_month": {"claim_month": int, "forecast_allowed": int, "arrs_sum": int},
 }
-CONSTANTS = {"WHOLE_TIME": v.WTE_UNITS, "NEVER": v.NEVER}
+CONSTANTS = {"WHOLE_TIME": units.WTE_UNITS, "NEVER": units.NEVER}
 
 # Fields a message template may name: each finding's context (validator/findings.py).
 MESSAGE_FIELDS = {

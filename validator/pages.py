@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from validator.paths import TEMPLATES_DIR
-from validator.pounds import display_pounds
+from validator.units import display_pounds
 
 if TYPE_CHECKING:
     import jinja2

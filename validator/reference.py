@@ -24,7 +24,7 @@ from validator import values as v
 from validator.errors import ConfigError
 from validator.load import CLAIM_COLUMNS, decode, normalise_header
 from validator.paths import REFERENCE_DIR
-from validator.pounds import display_pounds
+from validator.units import display_pounds
 
 # The claim columns a training condition may name: each holds one of its choices, or blank.
 # A blank training_status means not_started (a value); a blank in the others, not recorded.

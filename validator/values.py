@@ -11,21 +11,15 @@ import datetime as dt
 
 import polars as pl
 
-# 1.0 WTE in integer units: a multiple of 10**6 (a WTE written with up to six decimal places)
-# and of 37,500 (milli-hours in a 37.5-hour week: hours are read to 3 decimal places, 9.375
-# hours = 0.25 WTE), so both forms are exact.
-WTE_UNITS = 3_000_000
-UNITS_PER_MICRO_WTE = WTE_UNITS // 1_000_000
-FULL_TIME_MILLIHOURS = 37_500
-UNITS_PER_MILLIHOUR = WTE_UNITS // FULL_TIME_MILLIHOURS
-# Two WTE values that differ by more than this disagree ("agree to 0.01": README, Inputs).
-WTE_AGREEMENT_UNITS = WTE_UNITS // 100
-# The largest amount any money cell may hold: £10,000,000.00. No claim line, annual maximum
-# or PCN's ARRS sum comes near it, and with it every product and sum the run makes (a million
-# lines of it, a maximum times WTE units times days) stays far inside a 64-bit integer.
-MAX_MONEY_PENCE = 1_000_000_000
-# A date that never comes: stands for a blank date in engine records (yyyymmdd integers).
-NEVER = 99_991_231
+from validator.units import (  # noqa: F401 (the exact units, read by every layer as v.NAME)
+    FULL_TIME_MILLIHOURS,
+    MAX_MONEY_PENCE,
+    NEVER,
+    UNITS_PER_MICRO_WTE,
+    UNITS_PER_MILLIHOUR,
+    WTE_AGREEMENT_UNITS,
+    WTE_UNITS,
+)
 
 _MONEY = r"^£?([0-9]{1,3}(?:,[0-9]{3})+|[0-9]{1,12})(?:\.([0-9]{1,2}))?$"
 _ISO_DATE = r"^(?:19|2[01])[0-9]{2}-[0-9]{2}-[0-9]{2}$"
