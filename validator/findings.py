@@ -1,9 +1,9 @@
 """Findings as the outputs show them: keys, money, status and a message that explains itself.
 
 Every finding says where (file, line and keys, or PCN and month), what, the expected against
-the actual figures, and the rule (STYLE.md point 7). Money per finding follows SPEC section 5:
-a reject puts the whole claim at risk, an adjust the excess over its cap, a query or warning
-nothing; totals are taken per line so the same pounds are never counted twice.
+the actual figures, and the rule (STYLE.md point 7). Which finding carries the money at risk
+is money.py's to decide: here each finding has its line's (or PCN month's) claimed and
+allowed amounts only.
 """
 
 from __future__ import annotations
@@ -16,6 +16,11 @@ import polars as pl
 
 from validator import values as v
 from validator.catalogue import Catalogue
+from validator.load import CLAIM_COLUMNS
+
+# A row's columns in the claim schema's order: several SCH-01 findings of one row are listed
+# (and the first carries its claim) in this order, a whole-row problem first.
+_COLUMN_POSITION = {name: number for number, name in enumerate(CLAIM_COLUMNS, start=1)}
 
 _KEYS = ["finding_id", "rule_id", "severity", "status", "agreement_id"]
 
@@ -259,8 +264,11 @@ def finalise(
             on="row_no",
         )
         .with_columns(
-            pl.col("amount_claimed").alias("amount_at_risk"),
             pl.when(pl.col("amount_claimed").is_not_null()).then(0).alias("amount_allowed"),
+            # Several findings of one row: in the order of the row's columns.
+            pl.col("column")
+            .replace_strict(_COLUMN_POSITION, default=0, return_dtype=pl.Int64)
+            .alias("position"),
         )
     )
     if schema.height:
@@ -271,35 +279,19 @@ def finalise(
         )
 
     if line_found is not None and line_found.height:
-        caps = {rule.id: rule.allowed_up_to for rule in catalogue.rules if rule.allowed_up_to}
         cost_columns = [c for c in eligible.columns if c not in lines.columns] + ["row_no"]
         detail = (
             line_found.drop("pcn_code", "staff_id", "role", "month_date")
             .join(lines, on="row_no")
             .join(eligible.select(cost_columns), on="row_no", how="left")
         )
-        cap = pl.lit(None, dtype=pl.Int64)
-        for rule_id, cap_field in caps.items():
-            cap = pl.when(pl.col("rule_id") == rule_id).then(pl.col(cap_field)).otherwise(cap)
-        detail = detail.with_columns(
-            pl.when(pl.col("severity") == "reject")
-            .then(pl.col("amount_claimed"))
-            .when(pl.col("severity") == "adjust")
-            .then((pl.col("amount_claimed") - cap).clip(lower_bound=0))
-            .otherwise(0)
-            .alias("amount_at_risk_own"),
-        )
         parts.append(
             _with_messages(catalogue, detail, _LINE_FIELDS).with_columns(
                 pl.col("month_date").dt.strftime("%Y-%m").alias("claim_month"),
-                pl.col("amount_at_risk_own").alias("amount_at_risk"),
             )
         )
 
     if pcn_found is not None and pcn_found.height:
-        excess_fields = {
-            rule.id: rule.at_risk_field for rule in catalogue.rules if rule.at_risk_field
-        }
         for applies_to, records in pcn_records.items():
             found = pcn_found.filter(pl.col("applies_to") == applies_to)
             if not found.height:
@@ -310,16 +302,7 @@ def finalise(
                 ),
                 on="record_no",
             )
-            at_risk = pl.lit(0, dtype=pl.Int64)
-            for rule_id, excess_field in excess_fields.items():
-                if excess_field in detail.columns:
-                    at_risk = (
-                        pl.when(pl.col("rule_id") == rule_id)
-                        .then(pl.col(excess_field))
-                        .otherwise(at_risk)
-                    )
-            detail = detail.with_columns(at_risk.alias("amount_at_risk")).with_columns(
-                (pl.col("amount_allowed") - pl.col("amount_at_risk")).alias("amount_allowed"),
+            detail = detail.with_columns(
                 pl.lit("").alias("staff_id"),
                 pl.lit(None, dtype=pl.String).alias("source_file"),
                 pl.lit(None, dtype=pl.Int64).alias("source_line"),
@@ -345,9 +328,10 @@ def finalise(
         "source_line": pl.Int64,
         "amount_claimed": pl.Int64,
         "amount_allowed": pl.Int64,
-        "amount_at_risk": pl.Int64,
+        "amount_at_risk": pl.Int64,  # money.ledger attributes it
         "message": pl.String,
         "row_no": pl.Int64,
+        "position": pl.Int64,
         "column": pl.String,
         "staff_name": pl.String,
     }
@@ -376,96 +360,9 @@ def finalise(
             "rule_id",
             "source_file",
             "source_line",
+            "position",
             "column",
             "message",
             nulls_last=False,
         )
-    )
-
-
-def summary(
-    lines: pl.DataFrame,
-    raw: pl.DataFrame,
-    failures: pl.DataFrame,
-    findings: pl.DataFrame,
-    register: pl.DataFrame,
-    review: dt.date,
-) -> pl.DataFrame:
-    """One row per PCN (SPEC section 7); lines rejected by the schema count as claimed."""
-    review_year = v.financial_year(review)
-    rejected = (
-        raw.filter(pl.col("row_no").is_in(failures["row_no"].implode()))
-        .select(
-            pl.col("pcn_code").str.strip_chars(),
-            v.money_pence("amount_claimed").fill_null(0).alias("amount_claimed"),
-            pl.lit(0, dtype=pl.Int64).alias("amount_allowed"),
-            pl.lit(0, dtype=pl.Int64).alias("ytd"),
-        )
-        .filter(pl.col("pcn_code").str.contains(r"^U\d{5}$"))
-    )
-    checked = lines.select(
-        "pcn_code",
-        "amount_claimed",
-        "amount_allowed",
-        pl.when((pl.col("financial_year") == review_year) & (pl.col("month_date") <= review))
-        .then(pl.col("amount_allowed"))
-        .otherwise(0)
-        .alias("ytd"),
-    )
-    per_line = (
-        pl.concat([checked, rejected])
-        .group_by("pcn_code")
-        .agg(
-            pl.len().cast(pl.Int64).alias("lines"),
-            pl.col("amount_claimed").sum().alias("claimed"),
-            pl.col("amount_allowed").sum().alias("allowed"),
-            pl.col("ytd").sum().alias("ytd_allowed"),
-        )
-    )
-    open_ = pl.col("status") == "open"
-    counts = (
-        findings.filter(pl.col("pcn_code") != "")
-        .group_by("pcn_code")
-        .agg(
-            (open_ & (pl.col("severity") == "reject")).sum().alias("open_reject"),
-            (open_ & (pl.col("severity") == "adjust")).sum().alias("open_adjust"),
-            (open_ & (pl.col("severity") == "query")).sum().alias("open_query"),
-            (open_ & (pl.col("severity") == "warning")).sum().alias("warnings"),
-            (pl.col("status") == "waived").sum().alias("waived"),
-            pl.col("amount_at_risk")
-            .filter(open_ & (pl.col("severity") == "adjust") & pl.col("source_line").is_null())
-            .sum()
-            .alias("budget_at_risk"),
-        )
-    )
-    names = (
-        register.sort(pl.col("financial_year") == review_year, "financial_year")
-        .group_by("pcn_code")
-        .agg(pl.col("pcn_name").last())
-    )
-    sums = register.filter(pl.col("financial_year") == review_year).select("pcn_code", "arrs_sum")
-    count_columns = ["open_reject", "open_adjust", "open_query", "warnings", "waived"]
-    return (
-        per_line.join(counts, on="pcn_code", how="left")
-        .join(names, on="pcn_code", how="left")
-        .join(sums, on="pcn_code", how="left")
-        .with_columns(
-            *(pl.col(name).fill_null(0).cast(pl.Int64) for name in count_columns),
-            pl.col("pcn_name").fill_null(""),
-            (pl.col("claimed") - pl.col("allowed") + pl.col("budget_at_risk").fill_null(0)).alias(
-                "at_risk"
-            ),
-        )
-        .select(
-            "pcn_code",
-            "pcn_name",
-            "lines",
-            "claimed",
-            "allowed",
-            "at_risk",
-            "arrs_sum",
-            "ytd_allowed",
-            *count_columns,
-        )
-        .sort("pcn_code")
     )

@@ -1,4 +1,6 @@
-"""The run's files: exceptions.csv, summary.csv, manifest.json and the HTML report.
+"""The run's files: exceptions.csv, summary.csv, payments.csv, lines.csv, manifest.json,
+exceptions.json, exceptions.xlsx and the HTML report. Their money is money.py's, read as it
+is: nothing here adds a figure up again.
 
 Everything is written into a fresh temporary folder beside `--out` and then published in one
 step (an atomic exchange of the two folders on Linux, else two renames), so a reader sees the
@@ -22,26 +24,18 @@ from pathlib import Path
 import polars as pl
 
 from validator import __version__, history, xlsx
-from validator.pipeline import FINDING_COLUMNS, RunResult
+from validator.money import (
+    LINE_COLUMNS,
+    MONEY_LINES,
+    MONEY_PAYMENTS,
+    MONEY_SUMMARY,
+    PAYMENT_COLUMNS,
+    SUMMARY_COLUMNS,
+)
+from validator.pipeline import FINDING_COLUMNS, OPEN_FINDING, RunResult
 from validator.reference import describe_file
 
 _MONEY_FINDING = ("amount_claimed", "amount_allowed", "amount_at_risk")
-SUMMARY_COLUMNS = [
-    "pcn_code",
-    "pcn_name",
-    "lines",
-    "claimed",
-    "allowed",
-    "at_risk",
-    "arrs_sum",
-    "ytd_allowed",
-    "open_reject",
-    "open_adjust",
-    "open_query",
-    "warnings",
-    "waived",
-]
-_MONEY_SUMMARY = ("claimed", "allowed", "at_risk", "arrs_sum", "ytd_allowed")
 
 
 def formula_safe(text: pl.Expr) -> pl.Expr:
@@ -55,6 +49,12 @@ def money_text(pence: pl.Expr) -> pl.Expr:
     rest = (pence.abs() % 100).cast(pl.String).str.pad_start(2, "0")
     sign = pl.when(pence < 0).then(pl.lit("-")).otherwise(pl.lit(""))
     return sign + pounds + "." + rest
+
+
+def money_pounds(pence: int) -> str:
+    """Integer pence as `1234.56`, as the CSV files write money."""
+    sign = "-" if pence < 0 else ""
+    return f"{sign}{abs(pence) // 100}.{abs(pence) % 100:02d}"
 
 
 def _csv_text(frame: pl.DataFrame, columns: list[str], money: tuple[str, ...]) -> str:
@@ -78,7 +78,15 @@ def exceptions_csv(result: RunResult) -> str:
 
 
 def summary_csv(result: RunResult) -> str:
-    return _csv_text(result.summary, SUMMARY_COLUMNS, _MONEY_SUMMARY)
+    return _csv_text(result.summary, SUMMARY_COLUMNS, MONEY_SUMMARY)
+
+
+def payments_csv(result: RunResult) -> str:
+    return _csv_text(result.payments, PAYMENT_COLUMNS, MONEY_PAYMENTS)
+
+
+def lines_csv(result: RunResult) -> str:
+    return _csv_text(result.every_line, LINE_COLUMNS, MONEY_LINES)
 
 
 def manifest(result: RunResult, started: dt.datetime, finished: dt.datetime, exit_code: int):
@@ -120,9 +128,11 @@ def manifest(result: RunResult, started: dt.datetime, finished: dt.datetime, exi
             "rows_checked": result.rows_checked,
             "balanced": result.rows_read == result.rows_rejected_by_schema + result.rows_checked,
         },
+        "money": {name: money_pounds(pence) for name, pence in result.money_totals.items()},
         "findings": {
             "total": result.findings.height,
-            "open": result.findings.filter(pl.col("status") == "open").height,
+            "open": result.open_findings,
+            "warnings": result.findings.filter((pl.col("status") == "open") & ~OPEN_FINDING).height,
             "waived": result.findings.filter(pl.col("status") == "waived").height,
             "by_rule": dict(sorted(result.findings.group_by("rule_id").len().iter_rows())),
         },
@@ -214,11 +224,14 @@ class Staging:
 
 
 def data_files(result: RunResult, run_id: str) -> dict[str, bytes | str]:
-    """The findings as data: exceptions.csv, summary.csv, exceptions.json, exceptions.xlsx
-    (the CLI builds them while child processes render the pages)."""
+    """The findings as data: exceptions.csv, summary.csv, payments.csv, lines.csv,
+    exceptions.json, exceptions.xlsx (the CLI builds them while child processes render the
+    pages)."""
     return {
         "exceptions.csv": exceptions_csv(result),
         "summary.csv": summary_csv(result),
+        "payments.csv": payments_csv(result),
+        "lines.csv": lines_csv(result),
         "exceptions.json": exceptions_json(result, run_id),
         "exceptions.xlsx": exceptions_xlsx(result),
     }
@@ -246,7 +259,7 @@ def write_outputs(
 
 
 JSON_FORMAT = "arrs-validate exceptions"
-JSON_FORMAT_VERSION = "1.0"
+JSON_FORMAT_VERSION = "1.1"
 
 
 def _money_cells(frame: pl.DataFrame, money: tuple[str, ...]) -> pl.DataFrame:
@@ -273,13 +286,19 @@ def exceptions_json(result: RunResult, run_id: str) -> str:
     }
     # The long arrays are serialised by Polars (row objects, in column order).
     findings = _money_cells(result.findings.select(finding_columns), _MONEY_FINDING)
-    summary = _money_cells(result.summary, _MONEY_SUMMARY)
+    summary = _money_cells(result.summary.select(SUMMARY_COLUMNS), MONEY_SUMMARY)
+    payments = _money_cells(result.payments.select(PAYMENT_COLUMNS), MONEY_PAYMENTS)
+    lines = _money_cells(result.every_line.select(LINE_COLUMNS), MONEY_LINES)
     return (
         json.dumps(head, ensure_ascii=False)[:-1]
         + ', "findings": '
         + findings.write_json()
         + ', "summary": '
         + summary.write_json()
+        + ', "payments": '
+        + payments.write_json()
+        + ', "lines": '
+        + lines.write_json()
         + ', "resolved": '
         + json.dumps(resolved, ensure_ascii=False)
         + "}\n"
@@ -310,7 +329,19 @@ def exceptions_xlsx(result: RunResult) -> bytes:
                 _MONEY_FINDING,
                 {"message": 90, "role": 28, "source_file": 30, "rule_id": 9, "severity": 9},
             ),
-            ("summary", result.summary, _MONEY_SUMMARY, {"pcn_name": 30}),
+            ("summary", result.summary.select(SUMMARY_COLUMNS), MONEY_SUMMARY, {"pcn_name": 30}),
+            (
+                "payments",
+                result.payments.select(PAYMENT_COLUMNS),
+                MONEY_PAYMENTS,
+                {"pcn_name": 30},
+            ),
+            (
+                "lines",
+                result.every_line.select(LINE_COLUMNS),
+                MONEY_LINES,
+                {"source_file": 30, "role": 28, "rules": 30},
+            ),
             ("rules", rules, (), {"title": 50, "clause": 80, "rationale": 100}),
         ]
     )
