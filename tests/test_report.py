@@ -104,9 +104,9 @@ def test_index_loads_offline_without_errors_and_search_filters(sample, page):
 @needs_browser
 def test_sorting_by_a_money_column(sample, page):
     page.goto((sample / "index.html").as_uri())
-    page.click("#pcn-table thead th:nth-child(6) button")  # At risk, ascending
-    page.click("#pcn-table thead th:nth-child(6) button")  # descending
-    first = page.locator("#pcn-table tbody tr").first.locator("th").inner_text()
+    page.click("#pcn-table thead th:nth-child(7) button")  # At risk, ascending
+    page.click("#pcn-table thead th:nth-child(7) button")  # descending
+    first = page.locator("#pcn-table tbody tr").first.locator("th a").inner_text()
     assert first == "U71004"  # the PCN over its ARRS sum has the most at risk
     assert page.problems == []
 
