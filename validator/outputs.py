@@ -89,7 +89,8 @@ def lines_csv(result: RunResult) -> str:
     return _csv_text(result.every_line, LINE_COLUMNS, MONEY_LINES)
 
 
-def manifest(result: RunResult, started: dt.datetime, finished: dt.datetime, exit_code: int):
+def _inputs(result: RunResult) -> list[dict]:
+    """Each input file as the manifest lists it: path, SHA-256, encoding and rows."""
     options = result.options
     inputs = []
     for file in result.files:
@@ -109,6 +110,20 @@ def manifest(result: RunResult, started: dt.datetime, finished: dt.datetime, exi
     for kind, path in (("pcns", options.pcns), ("agreements", options.agreements)):
         if path is not None:
             inputs.append({"kind": kind, **describe_file(path)})
+    return inputs
+
+
+def _reconciliation(result: RunResult) -> dict:
+    return {
+        "rows_read": result.rows_read,
+        "rows_rejected_by_schema": result.rows_rejected_by_schema,
+        "rows_checked": result.rows_checked,
+        "balanced": result.rows_read == result.rows_rejected_by_schema + result.rows_checked,
+    }
+
+
+def manifest(result: RunResult, started: dt.datetime, finished: dt.datetime, exit_code: int):
+    inputs = _inputs(result)
     reference = [describe_file(path) for path in result.reference.files]
     return {
         "tool": "arrs-validate",
@@ -122,12 +137,7 @@ def manifest(result: RunResult, started: dt.datetime, finished: dt.datetime, exi
         "exit_code": exit_code,
         "inputs": inputs,
         "reference_files": reference,
-        "reconciliation": {
-            "rows_read": result.rows_read,
-            "rows_rejected_by_schema": result.rows_rejected_by_schema,
-            "rows_checked": result.rows_checked,
-            "balanced": result.rows_read == result.rows_rejected_by_schema + result.rows_checked,
-        },
+        "reconciliation": _reconciliation(result),
         "money": {name: money_pounds(pence) for name, pence in result.money_totals.items()},
         "findings": {
             "total": result.findings.height,
@@ -305,6 +315,30 @@ def exceptions_json(result: RunResult, run_id: str) -> str:
     )
 
 
+def _run_sheet(result: RunResult) -> pl.DataFrame:
+    """The manifest's facts for the workbook's `run` sheet, as (section, item, value) rows:
+    review month, tool and rule catalogue, reconciliation, money totals, inputs with their
+    SHA-256, and the rules that ran."""
+    review = result.review_month.strftime("%Y-%m") if result.review_month else ""
+    rows = [
+        ("run", "review month", review),
+        ("run", "tool version", f"arrs-validate {__version__}"),
+        ("run", "rule catalogue SHA-256", result.catalogue.digest),
+        ("run", "previous run", str(result.previous_folder or "")),
+        *(("reconciliation", name, str(value)) for name, value in _reconciliation(result).items()),
+        *(("money", name, money_pounds(pence)) for name, pence in result.money_totals.items()),
+        ("findings", "open (reject, adjust, query)", str(result.open_findings)),
+    ]
+    for item in _inputs(result):
+        rows.append((f"input: {item['kind']}", item["path"], item.get("sha256") or ""))
+    for path in result.reference.files:
+        described = describe_file(path)
+        rows.append(("reference file", described["path"], described.get("sha256") or ""))
+    for rule in result.catalogue.active:
+        rows.append(("rule", rule.id, f"{rule.severity}: {rule.title}"))
+    return pl.DataFrame(rows, schema=["section", "item", "value"], orient="row")
+
+
 def exceptions_xlsx(result: RunResult) -> bytes:
     """exceptions.xlsx for auditors: findings, summary and rules sheets, money as numbers
     in £ format, headers frozen and filterable."""
@@ -321,11 +355,22 @@ def exceptions_xlsx(result: RunResult) -> bytes:
             for rule in result.catalogue.rules
         ]
     )
+    history_columns = ["fingerprint", "change"] if result.resolved is not None else []
+    resolved = []
+    if result.resolved is not None:
+        resolved = [
+            (
+                "resolved",
+                result.resolved.select("fingerprint", *history.PREVIOUS_COLUMNS),
+                (),
+                {"message": 90, "source_file": 30},
+            )
+        ]
     return xlsx.workbook(
         [
             (
                 "findings",
-                result.findings.select(FINDING_COLUMNS),
+                result.findings.select(*FINDING_COLUMNS, *history_columns),
                 _MONEY_FINDING,
                 {"message": 90, "role": 28, "source_file": 30, "rule_id": 9, "severity": 9},
             ),
@@ -342,6 +387,8 @@ def exceptions_xlsx(result: RunResult) -> bytes:
                 MONEY_LINES,
                 {"source_file": 30, "role": 28, "rules": 30},
             ),
+            *resolved,
+            ("run", _run_sheet(result), (), {"section": 18, "item": 40, "value": 70}),
             ("rules", rules, (), {"title": 50, "clause": 80, "rationale": 100}),
         ]
     )

@@ -208,7 +208,7 @@ class _Run:
             previous = previous(f"{review:%Y-%m}")
         if previous is not None:
             self.previous_folder = previous
-            self.previous = history.read_previous(previous)
+            self.previous = history.read_previous(previous, self._yearly_rules())
 
     def execute(self) -> RunResult:
         timer = self.timer
@@ -277,7 +277,7 @@ class _Run:
                 schema_found, line_found, pcn_found, lines, eligible, raw, failures, review, caps
             )
             all_findings = ledger.findings
-            all_findings = history.with_fingerprints(all_findings)
+            all_findings = history.with_fingerprints(all_findings, self._yearly_rules())
             resolved = None
             if self.previous is not None:
                 all_findings, resolved = history.compare(all_findings, self.previous)
@@ -339,6 +339,12 @@ class _Run:
             register=self.register,
             review=review,
             cost_cap="cost_cap" if "cost_cap" in eligible.columns else COST_CAP,
+        )
+
+    def _yearly_rules(self) -> frozenset[str]:
+        """Rules whose findings are about the review month's financial year (history.py)."""
+        return frozenset(
+            rule.id for rule in self.catalogue.rules if rule.applies_to == "pcn_review_month"
         )
 
     def _caps(self) -> dict[str, str]:
