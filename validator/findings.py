@@ -148,6 +148,8 @@ _LINE_FIELDS: dict[str, _Field] = {
         c("lines_for_staff_role_month", pl.Int64).cast(pl.String).fill_null("")
     ),
     "staff_total_wte": _wte("staff_month_wte"),
+    "other_lines": _text("other_lines"),
+    "other_month_lines": _text("other_month_lines"),
     "list_size": _count,
     "arrs_sum": _pounds("arrs_sum"),
 }
@@ -171,6 +173,20 @@ _PCN_FIELDS: dict[str, _Field] = {
         pl.coalesce(c("month_allowed", pl.Int64), c("review_allowed", pl.Int64))
     ),
     "forecast": _pounds("forecast_allowed"),
+    "ytd_before": lambda c: v.display_pounds_expr(
+        c("ytd_allowed", pl.Int64) - c("month_allowed", pl.Int64)
+    ),
+    "excess_before": lambda c: v.display_pounds_expr(
+        (c("ytd_allowed", pl.Int64) - c("month_allowed", pl.Int64) - c("arrs_sum", pl.Int64)).clip(
+            lower_bound=0
+        )
+    ),
+    "over_sum": lambda c: v.display_pounds_expr(
+        c("ytd_allowed", pl.Int64) - c("arrs_sum", pl.Int64)
+    ),
+    "forecast_over": lambda c: v.display_pounds_expr(
+        c("forecast_allowed", pl.Int64) - c("arrs_sum", pl.Int64)
+    ),
     "months_remaining": lambda c: c("months_remaining", pl.Int64).fill_null(0).cast(pl.String),
     "claimed": _pounds("amount_claimed"),
 }
@@ -231,6 +247,49 @@ def _with_messages(
     return pl.concat(parts)
 
 
+# Evidence fields listing a line's companions: field -> the keys the lines share.
+_COMPANIONS = {
+    "other_lines": ("staff_id", "role", "month_date"),
+    "other_month_lines": ("staff_id", "month_date"),
+}
+COMPANIONS_SHOWN = 5
+
+
+def _companions(
+    catalogue: Catalogue, line_found: pl.DataFrame, lines: pl.DataFrame
+) -> pl.DataFrame:
+    """row_no and, for each field of _COMPANIONS a rule's message names, the other lines
+    sharing the line's keys: `claims/2021-06.csv line 18 (U71002)`, the first few of them."""
+    result = line_found.select("row_no").unique()
+    for name, keys in _COMPANIONS.items():
+        rules = [rule.id for rule in catalogue.rules if "{" + name + "}" in rule.message]
+        rows = line_found.filter(pl.col("rule_id").is_in(rules)).select("row_no").unique()
+        if not rows.height:
+            continue
+        wanted = lines.join(rows, on="row_no").select(*keys).unique()
+        group = lines.join(wanted, on=list(keys)).select(
+            *keys,
+            "row_no",
+            pl.format("{} line {} ({})", "source_file", "source_line", "pcn_code").alias("label"),
+        )
+        others = (
+            group.join(group, on=list(keys), suffix="_other")
+            .filter(pl.col("row_no") != pl.col("row_no_other"))
+            .sort("row_no", "row_no_other")
+            .group_by("row_no", maintain_order=True)
+            .agg(pl.col("label_other").head(COMPANIONS_SHOWN).str.join("; "), pl.len())
+            .select(
+                "row_no",
+                pl.when(pl.col("len") > COMPANIONS_SHOWN)
+                .then(pl.format("{} and {} more", "label_other", pl.col("len") - COMPANIONS_SHOWN))
+                .otherwise(pl.col("label_other"))
+                .alias(name),
+            )
+        )
+        result = result.join(others, on="row_no", how="left")
+    return result
+
+
 def finalise(
     *,
     schema_found: pl.DataFrame,
@@ -284,6 +343,7 @@ def finalise(
             line_found.drop("pcn_code", "staff_id", "role", "month_date")
             .join(lines, on="row_no")
             .join(eligible.select(cost_columns), on="row_no", how="left")
+            .join(_companions(catalogue, line_found, lines), on="row_no", how="left")
         )
         parts.append(
             _with_messages(catalogue, detail, _LINE_FIELDS).with_columns(
