@@ -303,7 +303,7 @@ def finalise(
     catalogue: Catalogue,
     review: dt.date,
 ) -> pl.DataFrame:
-    """Every finding with its figures and message, in the output order of SPEC section 7."""
+    """Every finding with its figures and message, in the order of exceptions.csv."""
     parts = []
 
     schema = (

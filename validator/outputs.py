@@ -39,7 +39,7 @@ _MONEY_FINDING = ("amount_claimed", "amount_allowed", "amount_at_risk")
 
 
 def formula_safe(text: pl.Expr) -> pl.Expr:
-    """Prefix text a spreadsheet would run as a formula with `'` (SPEC section 7)."""
+    """Prefix text a spreadsheet would run as a formula with `'` (README "Outputs")."""
     return pl.when(text.str.contains(r"^[=+\-@\t\r]")).then("'" + text).otherwise(text)
 
 
@@ -72,7 +72,8 @@ def _csv_text(frame: pl.DataFrame, columns: list[str], money: tuple[str, ...]) -
 
 
 def exceptions_csv(result: RunResult) -> str:
-    """SPEC section 7's columns; with --previous, `fingerprint` and `change` after them."""
+    """exceptions.csv's columns (README "Outputs"); with --previous, `fingerprint` and
+    `change` after them."""
     columns = FINDING_COLUMNS + (["fingerprint", "change"] if result.resolved is not None else [])
     return _csv_text(result.findings, columns, _MONEY_FINDING)
 

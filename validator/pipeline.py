@@ -380,7 +380,7 @@ class _Run:
             "rule_id",
             "row_no",
             "failure_no",
-            pl.col("pcn_code").fill_null(""),
+            pl.col("pcn_code").fill_null("").str.strip_chars(),  # as summary.csv keys it
             pl.col("staff_id").fill_null(""),
             pl.col("role").fill_null(""),
             "month_date",

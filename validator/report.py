@@ -354,7 +354,10 @@ def _index_job(result: RunResult, context: dict, pcns: list[dict], by_rule: list
         "by_rule": by_rule,
         "charts": _charts(pcns, by_rule, _month_series(result)),
         "unmatched": result.unmatched_agreements.to_dicts(),
-        "unplaced": result.findings.filter(pl.col("pcn_code") == "")
+        # Rows without a valid PCN code: on no PCN's page, so listed here.
+        "unplaced": result.findings.filter(
+            ~pl.col("pcn_code").is_in(result.summary["pcn_code"].implode())
+        )
         .head(ON_SCREEN_FINDINGS)
         .to_dicts(),
         "resolved_counts": resolved_counts,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Iterator
 
 import polars as pl
 
@@ -68,8 +69,12 @@ def _xml_text(expr: pl.Expr) -> pl.Expr:
     return expr.str.replace_all(r"[\x00-\x08\x0b\x0c\x0e-\x1f]", "").str.replace_many(_XML_ESCAPES)
 
 
-def _sheet(frame: pl.DataFrame, money: tuple[str, ...], widths: dict[str, int]) -> str:
-    """One worksheet's XML, built by Polars for every row at once.
+ROWS_PER_CHUNK = 20_000  # rows of a sheet built and compressed at a time: memory stays flat
+
+
+def _sheet(frame: pl.DataFrame, money: tuple[str, ...], widths: dict[str, int]) -> Iterator[str]:
+    """One worksheet's XML, in pieces, built by Polars ROWS_PER_CHUNK rows at a time (a
+    national year's lines sheet is hundreds of megabytes of XML: never all of it at once).
 
     Cells carry no reference (the `r` attribute is optional in SpreadsheetML; a row's cells
     are then its columns in order), so a blank cell is written as an empty `<c/>`. Text
@@ -104,26 +109,28 @@ def _sheet(frame: pl.DataFrame, money: tuple[str, ...], widths: dict[str, int]) 
                 _xml_text(text),
             )
         cells.append(pl.when(column.is_null()).then(pl.lit("<c/>")).otherwise(cell))
-    row_number = (pl.int_range(pl.len()) + 2).cast(pl.String)
-    rows = frame.select(
-        pl.concat_str(pl.format('<row r="{}">', row_number), *cells, pl.lit("</row>"))
-        .str.join("")
-        .alias("rows")
-    ).item()
     last = f"{_column_letter(len(columns) - 1)}{frame.height + 1}"
     cols = "".join(
         f'<col min="{i + 1}" max="{i + 1}" width="{widths.get(name, 14)}" customWidth="1"/>'
         for i, name in enumerate(columns)
     )
-    return (
+    yield (
         '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
         '<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
         '<sheetViews><sheetView workbookViewId="0"><pane ySplit="1" topLeftCell="A2" '
         'activePane="bottomLeft" state="frozen"/></sheetView></sheetViews>'
         f"<cols>{cols}</cols><sheetData>"
-        f'<row r="1">{header}</row>' + (rows or "") + "</sheetData>"
-        f'<autoFilter ref="A1:{last}"/></worksheet>'
+        f'<row r="1">{header}</row>'
     )
+    for offset in range(0, frame.height, ROWS_PER_CHUNK):
+        chunk = frame.slice(offset, ROWS_PER_CHUNK)
+        row_number = (pl.int_range(pl.len()) + offset + 2).cast(pl.String)
+        yield chunk.select(
+            pl.concat_str(pl.format('<row r="{}">', row_number), *cells, pl.lit("</row>"))
+            .str.join("")
+            .alias("rows")
+        ).item()
+    yield f'</sheetData><autoFilter ref="A1:{last}"/></worksheet>'
 
 
 def workbook(sheets: list[tuple[str, pl.DataFrame, tuple[str, ...], dict[str, int]]]) -> bytes:
@@ -165,5 +172,7 @@ def workbook(sheets: list[tuple[str, pl.DataFrame, tuple[str, ...], dict[str, in
         )
         book.writestr("xl/styles.xml", _STYLES)
         for n, (_, frame, money, widths) in enumerate(sheets, start=1):
-            book.writestr(f"xl/worksheets/sheet{n}.xml", _sheet(frame, money, widths))
+            with book.open(f"xl/worksheets/sheet{n}.xml", "w", force_zip64=True) as part:
+                for piece in _sheet(frame, money, widths):
+                    part.write(piece.encode("utf-8"))
     return buffer.getvalue()
