@@ -62,6 +62,10 @@ def test_the_full_year_forecast_persists_from_one_review_month_to_the_next(tmp_p
     claim_file = str(tmp_path / "2021-10" / "claims.csv")
     assert len(facts["input: claims", claim_file]) == 64  # its SHA-256
     assert ("rule", "BUD-02") in facts
+    index = (tmp_path / "october" / "index.html").read_text()
+    schedule = index[index.index('id="schedule-table"') : index.index("</table>")]
+    for column in ("New", "Persisting", "Resolved"):
+        assert f'data-label="{column}"' in schedule
 
 
 def test_without_previous_the_workbook_has_no_history(tmp_path):

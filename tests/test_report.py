@@ -249,6 +249,10 @@ def test_json_export_follows_its_documented_schema(sample):
         assert re.fullmatch(r"[0-9a-f]{16}", finding["fingerprint"])
     summary_keys = schema["properties"]["summary"]["items"]["required"]
     assert all(set(summary_keys) <= set(row) for row in document["summary"])
+    for name, rows in (("payments", 58), ("lines", 363)):
+        keys = schema["properties"][name]["items"]["required"]
+        assert len(document[name]) == rows
+        assert all(set(row) == set(keys) for row in document[name]), name
     assert document["resolved"] is None
 
 

@@ -91,16 +91,23 @@ LINE_COLUMNS = [
 MONEY_LINES = ("monthly_maximum", "cost_cap", "amount_claimed", "amount_allowed", "amount_at_risk")
 
 
-def line_caps(eligible: pl.DataFrame, caps: dict[str, str]) -> pl.DataFrame:
-    """(row_no, rule_id, cap): each adjust rule's cap on each line that reached stage C.
-    `caps`: rule ID -> the line column it caps the line to (its `allowed_up_to`)."""
-    parts = [
-        eligible.select(
-            "row_no", pl.lit(rule_id).alias("rule_id"), pl.col(column).cast(pl.Int64).alias("cap")
+def line_caps(caps: dict[str, str], *frames: pl.DataFrame) -> pl.DataFrame:
+    """(row_no, rule_id, cap): each adjust rule's cap on each line of `frames`.
+    `caps`: rule ID -> the line column it caps the line to (its `allowed_up_to`), found in
+    the first of `frames` that has it. A cap no frame has is an error, never a line paid
+    in full in silence."""
+    parts = []
+    for rule_id, column in caps.items():
+        frame = next((frame for frame in frames if column in frame.columns), None)
+        if frame is None:
+            raise ValueError(f"{rule_id} caps a line by {column}, which no stage computes")
+        parts.append(
+            frame.select(
+                "row_no",
+                pl.lit(rule_id).alias("rule_id"),
+                pl.col(column).cast(pl.Int64).alias("cap"),
+            )
         )
-        for rule_id, column in caps.items()
-        if column in eligible.columns
-    ]
     if not parts:
         return pl.DataFrame(schema={"row_no": pl.Int64, "rule_id": pl.String, "cap": pl.Int64})
     return pl.concat(parts)

@@ -265,7 +265,7 @@ class _Run:
             self._record(self._line_findings(engine, stage_c_all, lines))
             self._record(self._line_findings(engine, eligible_rules, eligible))
             line_found = pl.concat(self.found[1:]) if len(self.found) > 1 else None
-            caps = money.line_caps(eligible, self._caps())
+            caps = money.line_caps(self._caps(), eligible, lines)
             lines = money.line_amounts(lines, eligible["row_no"], line_found, caps)
             pcn_found = self._pcn_stage(engine, lines, review)
             records_evaluated = engine.records_evaluated
