@@ -226,11 +226,11 @@ def _schema_rows(raw: pl.DataFrame, rejected_rows: pl.Series) -> pl.DataFrame:
 
 
 def _wte_text(units: pl.Expr) -> pl.Expr:
-    """WTE units as a decimal of at most six places, rounded half-up (0.8, 0.266667)."""
+    """WTE units as a decimal of at most six places, rounded half-up (1.0, 0.8, 0.266667)."""
     micro = v.round_half_up_div(units * 1_000_000, v.WTE_UNITS)
     rest = (micro % 1_000_000).cast(pl.String).str.pad_start(6, "0").str.strip_chars_end("0")
     whole = (micro // 1_000_000).cast(pl.String)
-    return pl.when(rest == "").then(whole).otherwise(whole + "." + rest)
+    return pl.when(rest == "").then(whole + ".0").otherwise(whole + "." + rest)
 
 
 def _checked_rows(lines: pl.DataFrame, eligible: pl.DataFrame, cost_cap: str) -> pl.DataFrame:
