@@ -8,7 +8,7 @@ import json
 import pytest
 
 from tests.helpers import PROJECT, agreements, claims, register, run_cli
-from validator import cli
+from validator import cli, pipeline
 
 
 def run(tmp_path, *lines, register_rows=None, extra=(), out="out"):
@@ -121,7 +121,7 @@ def test_internal_error_is_exit_3_without_a_traceback(monkeypatch, capsys, tmp_p
     def broken(options):
         raise RuntimeError("unexpected")
 
-    monkeypatch.setattr(cli, "run_validation", broken)
+    monkeypatch.setattr(pipeline, "run_validation", broken)
     code = cli.main(["run", "x.csv", "--pcns", "p.csv", "--out", str(tmp_path / "o")])
     assert code == 3
     assert "internal error (RuntimeError: unexpected)" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """Property-based: generated claim files, valid and otherwise. Every run either completes
-with the reconciliation intact and the same outputs twice, or exits 2 naming the file —
-never exit 3. Runs `cli.main` in process (the engine, files and outputs are all real)."""
+with the reconciliation intact and the same outputs twice, or exits 2 naming the file (and
+publishes nothing when the review month has no claim line) — never exit 3. Runs `cli.main`
+in process (the engine, files and outputs are all real)."""
 
 from __future__ import annotations
 
@@ -86,6 +87,12 @@ def test_any_claim_file_completes_or_exits_2(lines, crlf, bom):
             )
             assert code in (0, 1, 2)
             outputs.append(root / run)
+        if not (outputs[0] / "manifest.json").exists():
+            # No claim line in the review month (none written for it, or the file refused
+            # whole): an input error, and nothing is published, not even an empty folder.
+            assert code == 2 and not outputs[0].exists() and not outputs[1].exists()
+            return
+        assert any(line["claim_month"] == "2022-03" for line in lines)
         manifest = json.loads((outputs[0] / "manifest.json").read_text())
         assert manifest["reconciliation"]["balanced"]
         [claim_input] = [i for i in manifest["inputs"] if i["kind"] == "claims"]

@@ -15,7 +15,8 @@ import pytest
 
 from tests.helpers import CLI, PROJECT, claims, register, run_cli, run_small
 from validator.generate import generate
-from validator.unattended import OutputLock, month_for_policy
+from validator.runner import OutputLock
+from validator.unattended import month_for_policy
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,11 @@
 """The command line: parse arguments, call the library, print a short account, pick the exit code.
 
-Exit codes (SPEC section 8): 0 no open reject/adjust/query findings; 1 open findings; 2 input
-or configuration error (a claim file that cannot be read is reported and the rest still
-validated; a configuration error stops before any output); 3 internal error, never a bare
-traceback.
+Exit codes: 0 no open finding at or above --fail-on (default: open reject, adjust or query
+findings); 1 there are; 2 input or configuration error (a claim file that cannot be read is
+reported and the rest still validated; a configuration error stops before any output); 3
+internal error or a stop by signal, never a bare traceback. The life of the run in its output
+folder (lock, staging, publish) is runner.py's; the libraries are imported only by the
+command that needs them, so `rules`, `explain` and `--help` start quickly.
 """
 
 from __future__ import annotations
@@ -16,30 +18,28 @@ import secrets
 import sys
 import textwrap
 import traceback
-from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from validator import __version__
-from validator.catalogue import Catalogue, Rule, load_catalogue
 from validator.errors import ConfigError, EngineError
-from validator.outputs import Staging, clear_leftovers, data_files, write_outputs
-from validator.pages import Rendering
-from validator.pipeline import RunOptions, run_validation
-from validator.report import render_rule_reference, start_pages
-from validator.runlog import RunLog
+from validator.runlog import RunLog, printable
+from validator.runner import EXIT_CLEAN, EXIT_INPUT, EXIT_INTERNAL, LockHeld
 from validator.unattended import (
-    LockHeld,
-    OutputLock,
+    FAIL_ON,
+    LOG_FORMATS,
     RunConfig,
     Stopped,
+    check_month_policy,
+    check_wait,
     latest_previous,
     load_config,
     month_for_policy,
-    out_folder,
     stop_on_signals,
 )
 
-EXIT_CLEAN, EXIT_FINDINGS, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+if TYPE_CHECKING:
+    from validator.catalogue import Catalogue, Rule
 
 
 class _Parser(argparse.ArgumentParser):
@@ -125,8 +125,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="if another run holds the output folder's lock, wait this long for it (default 0)",
     )
     run.add_argument(
+        "--fail-on",
+        choices=FAIL_ON,
+        help="the least severity of an open finding that makes the exit code 1 (default "
+        "query: open reject, adjust or query findings; never: exit 0 whatever is found)",
+    )
+    run.add_argument(
+        "--quiet",
+        action="store_true",
+        help="print nothing but errors (for cron mail that should hold only what needs a person)",
+    )
+    run.add_argument(
         "--log-format",
-        choices=["text", "json"],
+        choices=LOG_FORMATS,
         help="progress and log lines on stderr: text (a progress bar on a terminal, plain "
         "lines otherwise) or json (one object per line, for log collectors)",
     )
@@ -156,11 +167,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _say(text: str = "", *, err: bool = False) -> None:
-    print(text, file=sys.stderr if err else sys.stdout)
+class Console:
+    """What the command prints. stdout: the account of the run (nothing with --quiet). stderr:
+    errors and warnings, and the run's log lines (RunLog); with `--log-format json`, every
+    line there is one JSON object, errors included. Text never carries control characters
+    from file names or data (a forged line in cron mail)."""
+
+    def __init__(self, quiet: bool = False, log: RunLog | None = None) -> None:
+        self.quiet = quiet
+        self.log = log
+
+    def say(self, text: str = "") -> None:
+        if not self.quiet:
+            print(printable(text, keep_newlines=True))
+
+    def error(self, text: str, event: str = "error") -> None:
+        if self.log is not None and self.log.format == "json":
+            self.log.event(event, message=text)
+        else:
+            print(f"arrs-validate: {printable(text, keep_newlines=True)}", file=sys.stderr)
 
 
-def _run_settings(args: argparse.Namespace) -> tuple[RunConfig, str | None]:
+def _run_settings(args: argparse.Namespace) -> RunConfig:
     """The run's settings: the config file's, overridden by what the command line gives."""
     config = load_config(args.config) if args.config else RunConfig()
     if args.claims:
@@ -170,13 +198,15 @@ def _run_settings(args: argparse.Namespace) -> tuple[RunConfig, str | None]:
         if value is not None:
             setattr(config, name, str(value))
     if args.month is not None:
-        config.month = args.month
-    if args.show_names:
-        config.show_names = True
-    if args.log_format is not None:
-        config.log_format = args.log_format
+        config.month = check_month_policy(args.month, "--month")
+    for name in ("show_names", "quiet"):
+        if getattr(args, name):
+            setattr(config, name, True)
+    for name in ("log_format", "fail_on"):
+        if getattr(args, name) is not None:
+            setattr(config, name, getattr(args, name))
     if args.wait is not None:
-        config.wait = args.wait
+        config.wait = check_wait(args.wait, "--wait")
     missing = [
         flag
         for flag, value in (
@@ -190,105 +220,83 @@ def _run_settings(args: argparse.Namespace) -> tuple[RunConfig, str | None]:
         raise ConfigError(
             f"run needs {', '.join(missing)}: give them on the command line or in --config"
         )
-    return config, month_for_policy(config.month)
+    if args.timings is not None and not args.timings.parent.is_dir():
+        raise ConfigError(
+            f"--timings {args.timings}: the folder {args.timings.parent} does not exist; "
+            "create it or name a file in an existing folder"
+        )
+    return config
 
 
-def command_run(args: argparse.Namespace) -> int:
-    started = dt.datetime.now(dt.UTC)
-    run_id = f"{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-    config, month = _run_settings(args)
-    log = RunLog(config.log_format, run_id)
-    pattern = config.out
-    out = out_folder(pattern, month)
-    # With {review_month} left to the input, lock the folder that will hold the months.
-    lock = OutputLock(out if out is not None else Path(pattern).parent / ".arrs-validate-runs")
-    previous: Path | Callable[[str], Path | None] | None = None
+def _inputs(config: RunConfig, args: argparse.Namespace) -> list[tuple[str, Path]]:
+    """Every input file and folder of the run, with the option that named it."""
+    named = [("CLAIMS", Path(claim)) for claim in config.claims]
+    for option, value in (
+        ("--pcns", config.pcns),
+        ("--agreements", config.agreements),
+        ("--reference", config.reference),
+        ("--config", args.config),
+    ):
+        if value:
+            named.append((option, Path(value)))
+    return named
+
+
+def _previous(config: RunConfig):
+    """--previous: a folder, or for "auto" a function of the review month that finds one."""
     if config.previous == "auto":
-        previous = lambda review_month: latest_previous(pattern, review_month)  # noqa: E731
-    elif config.previous:
-        previous = Path(config.previous)
+        pattern = config.out
+        return lambda review_month: latest_previous(pattern, review_month)
+    return Path(config.previous) if config.previous else None
+
+
+def command_run(args: argparse.Namespace, console: Console, started: dt.datetime) -> int:
+    from validator.pipeline import RunOptions
+    from validator.runner import OutputRun
+
+    run_id = f"{started:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+    config = _run_settings(args)
+    console.quiet = config.quiet
+    log = console.log = RunLog(config.log_format, run_id, quiet=config.quiet)
     options = RunOptions(
         claims=config.claims,
         pcns=Path(config.pcns),
         agreements=Path(config.agreements) if config.agreements else None,
         reference=Path(config.reference) if config.reference else None,
-        month=month,
+        month=month_for_policy(config.month),
         show_names=config.show_names,
         engine_mode=args.engine,
-        previous=previous,
+        previous=_previous(config),
         progress=log.progress,
     )
-    try:
-        lock.acquire(config.wait)
-    except OSError as error:
-        raise ConfigError(
-            f"--out {pattern}: cannot create the lock file {lock.path} "
-            f"({error.strerror or error}); choose a writable output folder"
-        ) from None
-    clearing = rendering = None
-    try:
-        if lock.stale_holder:
-            log.event("stale_lock_cleared", holder=lock.stale_holder, lock=str(lock.path))
-        log.event("start", claims=config.claims, pcns=config.pcns, out=pattern, month=month)
-        if out is not None:
-            clearing = clear_leftovers(out)
-        rendering = Rendering()  # the page renderer starts while the run validates
-        result = run_validation(options)
-        review = f"{result.review_month:%Y-%m}" if result.review_month else None
-        if out is None:
-            out = out_folder(pattern, review or f"{dt.date.today():%Y-%m}")
-        for file in result.file_problems:
-            _say(f"arrs-validate: {file.path}: {file.problem}", err=True)
-        if result.file_problems:
-            exit_code = EXIT_INPUT
-        elif result.open_findings:
-            exit_code = EXIT_FINDINGS
-        else:
-            exit_code = EXIT_CLEAN
-        log.progress("phase", {"name": "report"})
-        staging = None
-        try:
-            staging = Staging(out, clearing)
-            with result.timings("report"):
-                # A child process renders the pages while this one builds the data files.
-                start_pages(result, started, run_id, staging.folder, rendering)
-                data = data_files(result, run_id)
-                rendering.wait()
-            log.progress("phase", {"name": "outputs"})
-            with result.timings("outputs"):
-                write_outputs(result, staging, started, exit_code, run_id, data)
-        except BaseException as error:
-            rendering.stop()
-            if staging is not None:
-                staging.discard()  # the previous outputs stay as they were
-            if not isinstance(error, OSError):
-                raise
-            _say(
-                f"arrs-validate: cannot write the output folder {out}: "
-                f"{error.strerror or error}; choose a writable --out with free space "
-                "(nothing was changed there)",
-                err=True,
-            )
-            log.event("finish", exit_code=EXIT_INPUT, error=str(error))
-            return EXIT_INPUT
-    finally:
-        if rendering is not None:
-            rendering.stop()  # (a no-op once it has finished)
-        if clearing is not None:
-            clearing.join()  # removal is done before the lock is let go
-        lock.release()
-        log.close()
+    log.event("start", claims=config.claims, pcns=config.pcns, out=config.out, month=options.month)
+    run = OutputRun(
+        options,
+        config.out,
+        _inputs(config, args),
+        wait=config.wait,
+        fail_on=config.fail_on,
+        event=log.event,
+        started=started,
+        run_id=run_id,
+    )
+    console.run = run
+    outcome = run.execute()
+    result, exit_code, out = outcome.result, outcome.exit_code, outcome.out
+    review = f"{result.review_month:%Y-%m}"
+    for file in result.file_problems:
+        console.error(f"{file.path}: {file.problem}")
+    for agreement in result.unmatched_agreements["agreement_id"].to_list():
+        console.error(f"agreement {agreement} matched no claim line or finding", "warning")
     counts = result.findings.group_by("severity", "status").len().sort("severity", "status")
-    _say(f"review month {review}" if review else "no claim lines")
-    _say(
+    console.say(f"review month {review} ({outcome.review_lines} claim lines)")
+    console.say(
         f"rows read {result.rows_read} = rejected by schema {result.rows_rejected_by_schema} "
         f"+ checked {result.rows_checked}"
     )
     for severity, status, count in counts.iter_rows():
-        _say(f"  {count:6d} {status} {severity}")
-    for agreement in result.unmatched_agreements["agreement_id"].to_list():
-        _say(f"agreement {agreement} matched no claim line or finding", err=True)
-    _say(f"outputs written to {out}/ (exit code {exit_code})")
+        console.say(f"  {count:6d} {status} {severity}")
+    console.say(f"outputs written to {out}/ (exit code {exit_code})")
     log.event(
         "finish",
         exit_code=exit_code,
@@ -303,7 +311,14 @@ def command_run(args: argparse.Namespace) -> int:
         seconds=result.timings.rounded(),
     )
     if args.timings:
-        args.timings.write_text(json.dumps(result.timings.rounded(), indent=2) + "\n")
+        try:
+            args.timings.write_text(json.dumps(result.timings.rounded(), indent=2) + "\n")
+        except OSError as error:
+            console.error(
+                f"--timings {args.timings}: cannot write it ({error.strerror or error}); "
+                f"the outputs in {out} are complete"
+            )
+            return EXIT_INPUT
     return exit_code
 
 
@@ -361,61 +376,102 @@ def explain_rule(rule: Rule) -> str:
     return "\n".join(lines)
 
 
+def _finish(console: Console, exit_code: int, text: str, event: str = "error") -> int:
+    """An error: told on stderr, and with a run's log, its `finish` event."""
+    console.error(text, event)
+    if console.log is not None:  # (in text, the error line above already says why)
+        reason = {"error": text} if console.log.format == "json" else {}
+        console.log.event("finish", exit_code=exit_code, **reason)
+    return exit_code
+
+
+def _stopped_text(console: Console, error: BaseException) -> str:
+    name = str(error) or "SIGINT"
+    run = getattr(console, "run", None)
+    if run is not None and run.published:
+        return (
+            f"stopped by {name} after publishing: the new outputs in {run.out} are complete, "
+            "but the run did not finish its account"
+        )
+    return f"stopped by {name} before finishing; the previous outputs were left as they were"
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    started = dt.datetime.now(dt.UTC)
+    console = Console()
     try:
+        args = build_parser().parse_args(argv)
         if args.command == "run":
-            stop_on_signals()
-            return command_run(args)
+            if args.log_format == "json":  # errors before the run's log starts are JSON too
+                console.log = RunLog("json", "-")
+            return command_run(args, console, started)
+        from validator.catalogue import load_catalogue
+
         catalogue = load_catalogue()
         if args.command == "rules":
-            _say(_rule_table(catalogue))
+            if args.html is not None and not args.html.parent.is_dir():
+                raise ConfigError(
+                    f"--html {args.html}: the folder {args.html.parent} does not exist; "
+                    "create it or name a file in an existing folder"
+                )
+            console.say(_rule_table(catalogue))
             if args.html:
-                args.html.write_text(render_rule_reference(catalogue), encoding="utf-8")
+                from validator.report import render_rule_reference
+
+                try:
+                    args.html.write_text(render_rule_reference(catalogue), encoding="utf-8")
+                except OSError as error:
+                    raise ConfigError(
+                        f"--html {args.html}: cannot write it ({error.strerror or error})"
+                    ) from None
             return EXIT_CLEAN
         rule = catalogue.get(args.rule_id.strip().upper())
         if rule is None:
-            _say(
-                f"arrs-validate: no rule {args.rule_id}; `arrs-validate rules` lists them",
-                err=True,
-            )
+            console.error(f"no rule {args.rule_id}; `arrs-validate rules` lists them")
             return EXIT_INPUT
-        _say(explain_rule(rule))
+        console.say(explain_rule(rule))
         return EXIT_CLEAN
     except ConfigError as error:
-        _say(f"arrs-validate: configuration error: {error}", err=True)
-        return EXIT_INPUT
+        return _finish(console, EXIT_INPUT, f"configuration error: {error}")
     except EngineError as error:
-        _say(f"arrs-validate: internal error in the rules engine: {error}", err=True)
-        return EXIT_INTERNAL
+        return _finish(console, EXIT_INTERNAL, f"internal error in the rules engine: {error}")
     except LockHeld as error:
-        _say(f"arrs-validate: {error}", err=True)
-        return EXIT_INPUT
+        return _finish(console, EXIT_INPUT, str(error))
     except (Stopped, KeyboardInterrupt) as error:
-        _say(
-            f"arrs-validate: stopped by {error or 'SIGINT'} before finishing; "
-            "the previous outputs were left as they were",
-            err=True,
-        )
-        return EXIT_INTERNAL
+        return _finish(console, EXIT_INTERNAL, _stopped_text(console, error), "stopped")
     except Exception as error:  # the last line of defence: never a bare traceback
         if os.environ.get("ARRS_VALIDATE_DEBUG"):
             traceback.print_exc()
-        _say(
-            f"arrs-validate: internal error ({type(error).__name__}: {error}); "
+        return _finish(
+            console,
+            EXIT_INTERNAL,
+            f"internal error ({type(error).__name__}: {error}); "
             "please report it with the manifest of the last good run",
-            err=True,
         )
-        return EXIT_INTERNAL
 
 
 def entry() -> None:
     """The console script: main(), then exit without tearing the heap down object by
     object (a national run's frames take a quarter of a second to free; the kernel frees
-    them at once). Everything main opened is closed and flushed by then."""
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    them at once). Everything main opened is closed and flushed by then.
+
+    SIGTERM and SIGINT are caught from the first moment (before the libraries are imported),
+    so a stop at any time ends with a message and exit 3. If the account or the log cannot
+    be written (stderr on a full disk), the exit code says so: 2, never a success code."""
+    stop_on_signals()
+    for stream in (sys.stdout, sys.stderr):
+        stream.reconfigure(errors="backslashreplace")  # a Latin-1 file name prints, escaped
+    try:
+        code = main()
+    except (Stopped, KeyboardInterrupt):
+        code = EXIT_INTERNAL  # stopped while telling how it stopped
+    except OSError:
+        code = EXIT_INPUT  # the account or the log could not be written (stderr is full)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:
+        code = max(code, EXIT_INPUT)
     os._exit(code)
 
 

@@ -206,7 +206,9 @@ def _cells_with_csv_module(text: str) -> tuple[list[str], pl.DataFrame]:
 def read_claim_file(path: str) -> tuple[ClaimFile, pl.DataFrame | None]:
     """Read one file into text cells. Returns the file's description and its rows (or None),
     numbered from 0 in `row_no`."""
-    info = ClaimFile(path=path)
+    # A name that is not UTF-8 (a Latin-1 file name) is shown with its odd bytes escaped, so
+    # every output and log line can carry it.
+    info = ClaimFile(path=os.fsencode(path).decode("utf-8", "backslashreplace"))
     try:
         kind = os.stat(path).st_mode
         if stat.S_ISDIR(kind):

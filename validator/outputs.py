@@ -2,23 +2,16 @@
 exceptions.json, exceptions.xlsx and the HTML report. Their money is money.py's, read as it
 is: nothing here adds a figure up again.
 
-Everything is written into a fresh temporary folder beside `--out` and then published in one
-step (an atomic exchange of the two folders on Linux, else two renames), so a reader sees the
-previous run or this one, never half of one. CSV outputs are deterministic: the same inputs
-give byte-identical files.
+Everything is written into the run's staging folder (runner.Staging), which is then published
+in one step, so a reader sees the previous run or this one, never half of one. CSV outputs are
+deterministic: the same inputs give byte-identical files.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import datetime as dt
 import json
-import os
 import platform
-import shutil
-import tempfile
-import threading
 from pathlib import Path
 
 import polars as pl
@@ -153,85 +146,12 @@ def manifest(result: RunResult, started: dt.datetime, finished: dt.datetime, exi
     }
 
 
-def _exchange(source: Path, target: Path) -> bool:
-    """Atomically swap two folders (Linux renameat2 RENAME_EXCHANGE); False if unsupported."""
-    if platform.system() != "Linux":
-        return False
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    if not hasattr(libc, "renameat2"):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    result = libc.renameat2(
-        at_fdcwd, os.fsencode(source), at_fdcwd, os.fsencode(target), rename_exchange
-    )
-    return result == 0
-
-
-def _leftovers(out: Path) -> list[Path]:
-    """Folders beside `out` from earlier runs: the outputs before the last run (`.old-`),
-    or a killed run's half-written staging folder (`.new-`)."""
-    return [*out.parent.glob(f".{out.name}.new-*"), *out.parent.glob(f".{out.name}.old-*")]
-
-
-def clear_leftovers(out: Path) -> threading.Thread:
-    """Remove the leftovers beside `out` on a background thread, and return it (publish
-    waits for it). Removing a thousand pages that are on disk takes ext4 a third of a second,
-    nearly all of it waiting on the journal, so it is done while the run validates. Only a
-    run holding the output folder's lock may call this."""
-    out = out.absolute()
-    folders = _leftovers(out) if out.parent.is_dir() else []
-    thread = threading.Thread(
-        target=lambda: [shutil.rmtree(folder, ignore_errors=True) for folder in folders],
-        name="clear-leftovers",
-        daemon=True,
-    )
-    thread.start()
-    return thread
-
-
 def write_files(folder: Path, files: dict[str, bytes | str]) -> None:
     """Write `files` (relative path -> content) into `folder`."""
     for name, content in sorted(files.items()):
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
-
-
-class Staging:
-    """A run's outputs being written: a fresh hidden folder beside `out`, published as `out`
-    in one step (publish) or removed (discard). A reader sees the previous run or this one,
-    never half of one.
-
-    The outputs it replaces stay beside it as `.NAME.old-*` until the next run, which
-    removes them (clear_leftovers) while it validates. `clearing`: that removal, if begun.
-    """
-
-    def __init__(self, out: Path, clearing: threading.Thread | None = None) -> None:
-        self.out = out.absolute()
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        (clearing if clearing is not None else clear_leftovers(self.out)).join()
-        self.folder = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.new-", dir=self.out.parent))
-
-    def publish(self) -> None:
-        out, staging = self.out, self.folder
-        try:
-            os.sync()  # everything on disk before it is published (one call, not one per file)
-            staging.chmod(0o755)
-            previous = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            previous.rmdir()
-            if out.exists() and _exchange(staging, out):
-                staging.rename(previous)  # staging now holds the outputs it replaced
-            elif out.exists():
-                out.rename(previous)
-                staging.rename(out)
-            else:
-                staging.rename(out)
-        except BaseException:
-            self.discard()
-            raise
-
-    def discard(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def data_files(result: RunResult, run_id: str) -> dict[str, bytes | str]:
@@ -250,14 +170,14 @@ def data_files(result: RunResult, run_id: str) -> dict[str, bytes | str]:
 
 def write_outputs(
     result: RunResult,
-    staging: Staging,
+    folder: Path,
     started: dt.datetime,
     exit_code: int,
     run_id: str,
     data: dict[str, bytes | str],
 ) -> None:
-    """Write `data` (data_files) and the manifest into `staging` (which holds the pages
-    already), and publish it."""
+    """Write `data` (data_files) and the manifest into the staging `folder` (which holds the
+    pages already)."""
     finished = dt.datetime.now(dt.UTC)
     document = manifest(result, started, finished, exit_code)
     document["run_id"] = run_id
@@ -265,8 +185,7 @@ def write_outputs(
         **data,
         "manifest.json": json.dumps(document, indent=2) + "\n",
     }
-    write_files(staging.folder, files)
-    staging.publish()
+    write_files(folder, files)
 
 
 JSON_FORMAT = "arrs-validate exceptions"

@@ -2,7 +2,7 @@
 
 A national run has a page per PCN (1,250 of them), and Jinja renders in Python, on one core
 while the interpreter holds its lock. So the run prepares every page's data as plain Python
-values (report.py, with Polars), and a child process, `python -m validator.pages`, renders
+values (report.py, with Polars), and a child process (`python -I`, running pages.main) renders
 the pages from them straight into the staging folder while the run builds the data files
 on the other core. The child imports Jinja only (no Polars), so it starts in a few tens of
 milliseconds; its job crosses a pipe as a pickle, between processes of this same program.
@@ -165,8 +165,18 @@ class PageRenderer:
     job, wait() waits for it. A disk error in the child is raised here as the same OSError."""
 
     def __init__(self) -> None:
+        # Isolated (-I): the child never imports from the current folder, PYTHONPATH or the
+        # user's site folder; it is told where this very package lies, and imports that.
+        package_parent = str(Path(__file__).resolve().parent.parent)
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "validator.pages"],
+            [
+                sys.executable,
+                "-I",
+                "-c",
+                "import sys; sys.path.insert(0, sys.argv[1]); "
+                "from validator.pages import main; main()",
+                package_parent,
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -189,7 +199,7 @@ class PageRenderer:
             raise OSError(*disk_error)
         if self._process.returncode != 0:
             raise RuntimeError(
-                f"the PCN page renderer (python -m validator.pages) exited with "
+                f"the PCN page renderer (a child process) exited with "
                 f"{self._process.returncode}: {stderr.decode(errors='replace').strip()}"
             )
 

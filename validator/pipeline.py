@@ -232,8 +232,12 @@ class _Run:
             rows_read = raw.height
             # From here on only the rejected rows' text is needed (their findings and sums).
             raw = raw.filter(pl.col("row_no").is_in(rejected_rows.implode()))
-        if self.review is None and typed.height:
-            self.review = typed["claim_month"].max()
+        if self.review is None:
+            # The latest claim month of the input, schema-rejected rows' included where it
+            # reads as a month (a batch of only bad rows still has a month to report on).
+            self.review = pl.concat(
+                [typed.select("claim_month"), raw.select(v.month_start("claim_month"))]
+            )["claim_month"].max()
         review = self.review or dt.date.today().replace(day=1)
         self._read_previous(review)
         self._tell("phase", name="rules")

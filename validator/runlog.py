@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import shutil
 import sys
 from typing import TYPE_CHECKING, TextIO
@@ -18,21 +19,53 @@ if TYPE_CHECKING:
     from tqdm import tqdm
 
 
+# C0 and C1 controls, DEL, and the surrogates a non-UTF-8 file name decodes to.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def printable(text: str, keep_newlines: bool = False) -> str:
+    """`text` with every control character shown as an escape (`\\x1b`, `\\n`), so a file
+    name or a value can never forge a line of the log or move a terminal's cursor."""
+
+    def escape(match: re.Match) -> str:
+        char = match.group()
+        if keep_newlines and char == "\n":
+            return char
+        return char.encode("unicode_escape", "backslashreplace").decode("ascii")
+
+    return _UNPRINTABLE.sub(escape, text)
+
+
+# What --quiet still logs: errors, and in json (for a collector) every run's finish.
+_ALWAYS = {
+    "text": frozenset({"error", "warning", "stopped"}),
+    "json": frozenset({"error", "warning", "stopped", "finish"}),
+}
+
+
 class RunLog:
-    def __init__(self, log_format: str, run_id: str, stream: TextIO | None = None) -> None:
+    """A run's log lines on stderr. With `quiet`, only errors and warnings (cron mail then
+    holds only what needs a person); in json every line is one object."""
+
+    def __init__(
+        self, log_format: str, run_id: str, stream: TextIO | None = None, quiet: bool = False
+    ) -> None:
         self.format = log_format
         self.run_id = run_id
         self.stream = stream or sys.stderr
-        self.terminal = self.format == "text" and self.stream.isatty()
+        self.quiet = quiet
+        self.terminal = self.format == "text" and self.stream.isatty() and not quiet
         self.bar: tqdm | None = None
 
     def event(self, event: str, **fields: object) -> None:
+        if self.quiet and event not in _ALWAYS[self.format]:
+            return
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         if self.format == "json":
             record = {"time": now, "run_id": self.run_id, "event": event, **fields}
             line = json.dumps(record, default=str, ensure_ascii=False)
         else:
-            details = " ".join(f"{key}={value}" for key, value in fields.items())
+            details = " ".join(f"{key}={printable(str(value))}" for key, value in fields.items())
             line = f"{now} arrs-validate {self.run_id} {event} {details}".rstrip()
         if self.bar is not None:
             self.bar.write(line, file=self.stream)

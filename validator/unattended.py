@@ -3,15 +3,10 @@ and SIGINT, and the TOML config file that holds a scheduled run's settings."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import fcntl
 import json
-import os
 import re
 import signal
-import socket
-import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,74 +39,10 @@ def stop_on_signals() -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-class OutputLock:
-    """An exclusive lock beside the output folder (`.NAME.lock`), held for the whole run.
-
-    The kernel's flock is released when the holder dies, even by SIGKILL, so a lock left by
-    a killed run is never in the way: its file still names the dead holder, which is how a
-    stale lock is recognised (and reported). The file is emptied, never deleted, on release,
-    so two waiting runs can never lock two different files.
-    """
-
-    def __init__(self, out: Path) -> None:
-        out = out.absolute()
-        self.path = out.parent / f".{out.name}.lock"
-        self.handle: int | None = None
-        self.stale_holder: dict | None = None
-
-    def _holder(self) -> dict:
-        try:
-            return json.loads(Path(self.path).read_text() or "{}")
-        except (OSError, ValueError):
-            return {}
-
-    def acquire(self, wait_seconds: float = 0.0) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = time.monotonic() + wait_seconds
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    holder = self._holder()
-                    os.close(handle)
-                    raise LockHeld(
-                        f"the output folder {self.path.parent / self.path.name[1:-5]} is in "
-                        f"use by process {holder.get('pid', '?')} on "
-                        f"{holder.get('host', '?')}, started {holder.get('started', '?')}; "
-                        "wait for it to finish, or give --wait SECONDS"
-                    ) from None
-                time.sleep(0.2)
-        self.handle = handle
-        previous = self._holder()
-        if previous.get("pid"):
-            self.stale_holder = previous  # it died holding the lock: the lock was stale
-        os.ftruncate(handle, 0)
-        os.pwrite(
-            handle,
-            json.dumps(
-                {
-                    "pid": os.getpid(),
-                    "host": socket.gethostname(),
-                    "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                }
-            ).encode(),
-            0,
-        )
-        os.fsync(handle)
-
-    def release(self) -> None:
-        if self.handle is None:
-            return
-        with contextlib.suppress(OSError):
-            os.ftruncate(self.handle, 0)
-        os.close(self.handle)  # closing releases the flock
-        self.handle = None
-
-
 MONTH_POLICIES = ("latest", "previous-calendar-month")
+FAIL_ON = ("reject", "adjust", "query", "warning", "never")
+LOG_FORMATS = ("text", "json")
+MAX_WAIT_SECONDS = 86_400.0  # a day: longer than any run, short enough to notice a mistake
 
 
 @dataclass
@@ -128,9 +59,10 @@ class RunConfig:
     show_names: bool = False
     log_format: str = "text"
     wait: float = 0.0
+    fail_on: str = "query"
+    quiet: bool = False
 
 
-_CONFIG_KEYS = set(RunConfig.__dataclass_fields__)
 CONFIG_EXAMPLE = """\
 claims = ["claims"]                     # files or folders of *.csv
 pcns = "pcns.csv"
@@ -139,23 +71,85 @@ reference = "reference"                 # optional
 month = "previous-calendar-month"       # or "latest", or a month such as "2021-12"
 out = "reports/{review_month}"          # {review_month} keeps one folder per month
 previous = "auto"                       # chain to the latest earlier run, or a folder, or ""
+show_names = false                      # true shows staff names in the report
 log_format = "text"                     # or "json"
-wait = 0                                # seconds to wait for a run holding the lock"""
+wait = 0                                # seconds to wait for a run holding the lock
+fail_on = "query"                       # reject, adjust, query, warning or never
+quiet = false                           # true: print nothing but errors"""
+
+# What each key of a config file must hold, in words for the message that refuses it.
+_CONFIG_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "claims": ((str, list), 'a path or a list of paths, e.g. ["claims"]'),
+    "pcns": ((str,), 'a path in quotes, e.g. "pcns.csv"'),
+    "agreements": ((str,), "a path in quotes"),
+    "reference": ((str,), "a path in quotes"),
+    "month": ((str,), 'latest, previous-calendar-month or a month such as "2021-12", in quotes'),
+    "out": ((str,), 'a path in quotes, e.g. "reports/{review_month}"'),
+    "previous": ((str,), '"auto", "" or a path, in quotes'),
+    "show_names": ((bool,), "true or false, without quotes"),
+    "log_format": ((str,), '"text" or "json"'),
+    "wait": ((int, float), "a number of seconds, without quotes, e.g. 60"),
+    "fail_on": ((str,), '"reject", "adjust", "query", "warning" or "never"'),
+    "quiet": ((bool,), "true or false, without quotes"),
+}
+
+
+def _checked(path: Path, data: dict) -> dict:
+    """The config's values, each of the type its key needs (TOML's bool is not an int here)."""
+    for key, value in data.items():
+        types, expected = _CONFIG_TYPES[key]
+        wrong = not isinstance(value, types) or (isinstance(value, bool) and bool not in types)
+        if key == "claims" and isinstance(value, list):
+            wrong = not value or not all(isinstance(item, str) and item for item in value)
+        if wrong:
+            raise ConfigError(
+                f"--config {path}: {key} = {value!r} is not valid; expected {expected}"
+            )
+    return data
+
+
+def check_wait(seconds: float, where: str) -> float:
+    if not (0 <= seconds <= MAX_WAIT_SECONDS):  # also refuses nan
+        raise ConfigError(
+            f"{where}: {seconds!r} is not a number of seconds between 0 and "
+            f"{MAX_WAIT_SECONDS:.0f}; give e.g. 60"
+        )
+    return float(seconds)
+
+
+def check_choice(value: str, choices: tuple[str, ...], where: str) -> str:
+    if value not in choices:
+        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def check_month_policy(policy: str, where: str) -> str:
+    if policy not in MONTH_POLICIES and not re.fullmatch(r"[0-9]{4}-(0[1-9]|1[0-2])", policy):
+        raise ConfigError(
+            f"{where} {policy}: expected latest, previous-calendar-month or a month YYYY-MM "
+            "such as 2021-12"
+        )
+    if policy[:4] == "0000":
+        raise ConfigError(f"{where} {policy}: there is no year 0000; give a month such as 2021-12")
+    return policy
 
 
 def load_config(path: Path) -> RunConfig:
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"--config {path}: not a regular file; give a TOML file")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise ConfigError(f"--config {path}: cannot read it ({error.strerror or error})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"--config {path}: not valid TOML ({error})") from None
-    unknown = sorted(set(data) - _CONFIG_KEYS)
+    unknown = sorted(set(data) - set(_CONFIG_TYPES))
     if unknown:
         raise ConfigError(
             f"--config {path}: unknown key(s) {', '.join(unknown)}; a config file looks like:\n"
             + CONFIG_EXAMPLE
         )
+    data = _checked(path, data)
     base = path.parent
 
     def resolve(value: str | None) -> str | None:
@@ -166,25 +160,23 @@ def load_config(path: Path) -> RunConfig:
     claims = data.get("claims", [])
     if isinstance(claims, str):
         claims = [claims]
-    config = RunConfig(
+    previous = data.get("previous", "")
+    return RunConfig(
         claims=[resolve(claim) for claim in claims],
         pcns=resolve(data.get("pcns")),
         agreements=resolve(data.get("agreements")),
         reference=resolve(data.get("reference")),
-        month=str(data.get("month", "latest")),
+        month=check_month_policy(data.get("month", "latest"), f"--config {path}: month"),
         out=resolve(data.get("out")),
-        previous=data.get("previous", "")
-        if data.get("previous") in ("", "auto")
-        else resolve(data.get("previous")),
-        show_names=bool(data.get("show_names", False)),
-        log_format=str(data.get("log_format", "text")),
-        wait=float(data.get("wait", 0)),
+        previous=previous if previous in ("", "auto") else resolve(previous),
+        show_names=data.get("show_names", False),
+        log_format=check_choice(
+            data.get("log_format", "text"), LOG_FORMATS, f"--config {path}: log_format"
+        ),
+        wait=check_wait(data.get("wait", 0), f"--config {path}: wait"),
+        fail_on=check_choice(data.get("fail_on", "query"), FAIL_ON, f"--config {path}: fail_on"),
+        quiet=data.get("quiet", False),
     )
-    if config.month not in MONTH_POLICIES and not re.fullmatch(r"\d{4}-\d{2}", config.month):
-        raise ConfigError(
-            f"--config {path}: month must be latest, previous-calendar-month or YYYY-MM"
-        )
-    return config
 
 
 def month_for_policy(policy: str, today: dt.date | None = None) -> str | None:
@@ -207,21 +199,51 @@ def out_folder(pattern: str, review_month: str | None) -> Path | None:
     return Path(pattern.replace("{review_month}", review_month))
 
 
+def run_manifest(folder: Path) -> dict | None:
+    """The manifest of a run this tool wrote into `folder`, or None if it holds none."""
+    try:
+        with (folder / "manifest.json").open("rb") as handle:
+            document = json.loads(handle.read(1_000_000))
+    except (OSError, ValueError):
+        return None
+    if isinstance(document, dict) and document.get("tool") == "arrs-validate":
+        return document
+    return None
+
+
+def completed_with_lines(folder: Path) -> bool:
+    """A run that completed and checked claim lines: the only kind `previous = "auto"` chains
+    to (an empty or failed run would make every finding of the next month look new)."""
+    document = run_manifest(folder)
+    if document is None or not (folder / "exceptions.csv").is_file():
+        return False
+    reconciliation = document.get("reconciliation")
+    checked = reconciliation.get("rows_checked") if isinstance(reconciliation, dict) else None
+    return isinstance(checked, int) and checked > 0
+
+
+def check_out_pattern(pattern: str) -> None:
+    if "{review_month}" in str(Path(pattern).parent):
+        raise ConfigError(
+            f"out {pattern}: {{review_month}} may only stand in the last folder name, "
+            "e.g. reports/{review_month}"
+        )
+
+
 def latest_previous(pattern: str, review_month: str) -> Path | None:
     """`previous = "auto"`: the output folder of the latest earlier run of the same pattern
-    (for a pattern without {review_month}, the folder itself: the last run's outputs)."""
+    that completed with checked lines (for a pattern without {review_month}, the folder
+    itself: the last run's outputs)."""
     if "{review_month}" not in pattern:
         folder = Path(pattern)
-        return folder if (folder / "exceptions.csv").exists() else None
+        return folder if completed_with_lines(folder) else None
     template = Path(pattern)
     parent = template.parent
-    if "{review_month}" in str(parent):
-        raise ConfigError("out: {review_month} may only stand in the last folder name")
-    name = re.escape(template.name).replace(re.escape("{review_month}"), r"(\d{4}-\d{2})")
+    name = re.escape(template.name).replace(re.escape("{review_month}"), r"([0-9]{4}-[0-9]{2})")
     earlier = []
     if parent.is_dir():
         for child in parent.iterdir():
             match = re.fullmatch(name, child.name)
-            if match and match.group(1) < review_month and (child / "exceptions.csv").exists():
+            if match and match.group(1) < review_month and completed_with_lines(child):
                 earlier.append((match.group(1), child))
     return max(earlier)[1] if earlier else None
