@@ -141,6 +141,36 @@ def assert_money_adds_up(out: Path) -> dict:
     return totals
 
 
+def pounds(text: str) -> str:
+    """summary.csv's `1234.56` as the report shows it: `£1,234.56`."""
+    whole, pence_part = text.split(".")
+    return f"£{int(whole):,}.{pence_part}"
+
+
+def assert_pages_show_the_same_money(out: Path) -> None:
+    """The index's totals and every PCN page's payment are summary.csv's and payments.csv's."""
+    summary = read_csv(out / "summary.csv")
+    index = (out / "index.html").read_text(encoding="utf-8")
+    table = index[index.index('id="pcn-table"') :]
+    foot = table[table.index("<tfoot>") : table.index("</tfoot>")]
+    for name in ("claimed", "allowed", "budget_excess", "payable", "at_risk"):
+        total = sum(Decimal(row[name]) for row in summary)
+        assert pounds(f"{total:.2f}") in foot, name
+    review = json.loads((out / "manifest.json").read_text())["review_month"]
+    this_month = {
+        row["pcn_code"]: row
+        for row in read_csv(out / "payments.csv")
+        if row["claim_month"] == review
+    }
+    for row in summary:
+        page = (out / "pcn" / f"{row['pcn_code']}.html").read_text(encoding="utf-8")
+        letter = page[page.index('class="letter"') : page.index("</section>")]
+        payable = this_month.get(row["pcn_code"], {}).get("payable", "0.00")
+        assert f"<dt>Payable</dt><dd><strong>{pounds(payable)}</strong></dd>" in letter
+        months = page[page.index('id="months"') :]
+        assert f"{pounds(row['at_risk'])}</td>" in months[: months.index("</tfoot>")]
+
+
 def payments_as_json(rows: list[dict]) -> list[dict]:
     return [
         {**row, "lines": int(row["lines"]), "open_findings": int(row["open_findings"])}
@@ -165,6 +195,7 @@ def test_sample_batch_money_adds_up(tmp_path):
     assert summary["U71004"]["budget_excess"] == "59891.25"
     # Two SCH-01 findings of one row carry its claim once.
     assert summary["U71005"]["at_risk"] == "4117.76"
+    assert_pages_show_the_same_money(out)
     unknown = [row for row in read_csv(out / "payments.csv") if row["claim_month"] == "unknown"]
     assert [(row["pcn_code"], row["claimed"], row["payable"]) for row in unknown] == [
         ("U71005", "2114.46", "0.00")
@@ -205,6 +236,7 @@ def test_generated_batch_with_every_kind_of_finding_adds_up(generated, tmp_path)
     assert any(row["status"] == "waived" for row in findings)
     # Lines with several open adjust findings: the waterfall carries claimed - allowed once.
     assert_money_adds_up(out)
+    assert_pages_show_the_same_money(out)
 
 
 def test_a_waived_budget_finding_withholds_nothing(generated, tmp_path):
