@@ -195,12 +195,12 @@ class Ledger:
     lines: pl.DataFrame
 
 
-def totals(summary: pl.DataFrame) -> dict[str, int]:
-    """The run's money in pence: its PCNs' summary rows added up."""
-    return {
-        name: int(summary[name].sum() or 0)
-        for name in ("claimed", "allowed", "budget_excess", "payable", "at_risk")
-    }
+TOTALS = ("claimed", "allowed", "budget_excess", "payable", "at_risk")
+
+
+def totals(rows: pl.DataFrame, names: tuple[str, ...] = TOTALS) -> dict[str, int]:
+    """Columns of summary or payments rows added up (the run's money: its PCNs' rows)."""
+    return {name: int(rows[name].sum() or 0) for name in names}
 
 
 def _schema_rows(raw: pl.DataFrame, rejected_rows: pl.Series) -> pl.DataFrame:

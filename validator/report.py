@@ -314,24 +314,13 @@ def start_pages(
 
 def _index_job(result: RunResult, context: dict, pcns: list[dict], by_rule: list[dict]) -> dict:
     """What index.html and rules.html show, as plain Python values."""
-    # Totals of the rows shown (summary.csv's figures, as money.py computed them).
-    totals = {
-        name: sum(row[name] or 0 for row in pcns)
-        for name in (
-            "lines",
-            "claimed",
-            "allowed",
-            "budget_excess",
-            "payable",
-            "at_risk",
-            "open_reject",
-            "open_adjust",
-            "open_query",
-            "warnings",
-            "waived",
-        )
-    }
-    month_totals = {name: sum(row["month"][name] for row in pcns) for name in _MONTH_FIGURES}
+    # The totals of summary.csv's and payments.csv's rows, as money.py adds them up.
+    counts = ("lines", "open_reject", "open_adjust", "open_query", "warnings", "waived")
+    totals = {**money.totals(result.summary, counts), **money.totals(result.summary)}
+    review = context["review_month"]
+    month_totals = money.totals(
+        result.payments.filter(pl.col("claim_month") == review), _MONTH_FIGURES
+    )
     change_totals = {
         change: sum(row["changes"][change] for row in pcns)
         for change in ("new", "persisting", "resolved")
