@@ -220,18 +220,23 @@ def exceptions_json(result: RunResult, run_id: str) -> str:
     payments = _money_cells(result.payments.select(PAYMENT_COLUMNS), MONEY_PAYMENTS)
     lines = _money_cells(result.every_line.select(LINE_COLUMNS), MONEY_LINES)
     return (
-        json.dumps(head, ensure_ascii=False)[:-1]
-        + ', "findings": '
-        + findings.write_json()
-        + ', "summary": '
-        + summary.write_json()
-        + ', "payments": '
-        + payments.write_json()
-        + ', "lines": '
-        + lines.write_json()
-        + ', "resolved": '
-        + json.dumps(resolved, ensure_ascii=False)
-        + "}\n"
+        # One join, not a chain of +: each + would copy the long arrays again.
+        "".join(
+            [
+                json.dumps(head, ensure_ascii=False)[:-1],
+                ', "findings": ',
+                findings.write_json(),
+                ', "summary": ',
+                summary.write_json(),
+                ', "payments": ',
+                payments.write_json(),
+                ', "lines": ',
+                lines.write_json(),
+                ', "resolved": ',
+                json.dumps(resolved, ensure_ascii=False),
+                "}\n",
+            ]
+        )
     )
 
 
