@@ -36,7 +36,7 @@ def test_clean_claims_exit_0_with_every_output(tmp_path):
         "source_line,amount_claimed,amount_allowed,amount_at_risk,message"
     ]
     assert (out / "summary.csv").read_text().splitlines()[1] == (
-        "U10001,Example PCN,1,4400.00,4400.00,0.00,500000.00,4400.00,0,0,0,0,0"
+        "U10001,Example PCN,1,4400.00,4400.00,0.00,4400.00,0.00,500000.00,4400.00,0,0,0,0,0"
     )
 
 

@@ -76,7 +76,7 @@ def test_allowed_is_the_least_of_claimed_maximum_and_cost(tmp_path):
     result = run_case(tmp_path, [{"amount_claimed": "5000.00"}])  # cost 4,400, max 4,735.75
     assert line_money(result) == (500000, 440000, 60000)
     at_risk = dict(result.findings.select("rule_id", "amount_at_risk").iter_rows())
-    assert at_risk == {"CAP-01": 26425, "CST-01": 60000}  # each its own excess
+    assert at_risk == {"CAP-01": 26425, "CST-01": 33575}  # a waterfall: highest cap first
 
 
 def test_reject_allows_nothing_and_waiver_does_not_reduce(tmp_path):

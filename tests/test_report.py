@@ -7,10 +7,13 @@ not `file:` is recorded as a failure. Screenshots go to test-output/screenshots/
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import re
 import shutil
+from decimal import Decimal
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -104,9 +107,9 @@ def test_index_loads_offline_without_errors_and_search_filters(sample, page):
 @needs_browser
 def test_sorting_by_a_money_column(sample, page):
     page.goto((sample / "index.html").as_uri())
-    page.click("#pcn-table thead th:nth-child(6) button")  # At risk, ascending
-    page.click("#pcn-table thead th:nth-child(6) button")  # descending
-    first = page.locator("#pcn-table tbody tr").first.locator("th").inner_text()
+    page.click("#pcn-table thead th:nth-child(7) button")  # At risk, ascending
+    page.click("#pcn-table thead th:nth-child(7) button")  # descending
+    first = page.locator("#pcn-table tbody tr").first.locator("th a").inner_text()
     assert first == "U71004"  # the PCN over its ARRS sum has the most at risk
     assert page.problems == []
 
@@ -249,6 +252,15 @@ def test_json_export_follows_its_documented_schema(sample):
         assert re.fullmatch(r"[0-9a-f]{16}", finding["fingerprint"])
     summary_keys = schema["properties"]["summary"]["items"]["required"]
     assert all(set(summary_keys) <= set(row) for row in document["summary"])
+    manifest = json.loads((sample / "manifest.json").read_text())
+    payments = (sample / "payments.csv").read_text().splitlines()[1:]
+    for name, rows in (
+        ("payments", len(payments)),
+        ("lines", manifest["reconciliation"]["rows_read"]),
+    ):
+        keys = schema["properties"][name]["items"]["required"]
+        assert len(document[name]) == rows
+        assert all(set(row) == set(keys) for row in document[name]), name
     assert document["resolved"] is None
 
 
@@ -325,3 +337,178 @@ def test_pages_are_the_same_when_no_renderer_process_can_start(tmp_path, monkeyp
         }
     assert len(written["here"]) == 2 + 7  # index, rules and the sample's seven PCNs
     assert written["here"] == written["children"]
+
+
+# The report in a real browser: what a commissioner sees at 1280 px and on a phone, and
+# what prints on A4. PDFs are read back by pypdf.
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory) -> Path:
+    """Thirty PCNs over nine months: tables long enough to run over several printed pages."""
+    from validator.generate import generate
+
+    folder = tmp_path_factory.mktemp("generated")
+    generate(folder, pcns=30, months=9, seed=3, exception_rate=0.01)
+    out = folder / "out"
+    completed = run_cli(
+        "run",
+        str(folder / "claims"),
+        "--pcns",
+        str(folder / "pcns.csv"),
+        "--month",
+        "2021-12",
+        "--out",
+        str(out),
+    )
+    assert completed.returncode == 1, completed.stderr
+    return out
+
+
+def _pdf_pages(page, path: Path) -> list[str]:
+    """Print the open page to A4 as a browser's print dialog would, and read its text back."""
+    from pypdf import PdfReader
+
+    page.emulate_media(media="print")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    pdf = SCREENSHOTS / path
+    pdf.write_bytes(page.pdf(format="A4", prefer_css_page_size=True, print_background=True))
+    page.emulate_media(media="screen")
+    return [sheet.extract_text() for sheet in PdfReader(pdf).pages]
+
+
+def _overflowing(page) -> list:
+    """Table boxes wider than their room, and the document's own width."""
+    return page.evaluate(
+        """() => [document.documentElement.scrollWidth,
+            Array.from(document.querySelectorAll('.table-wrap'))
+                 .filter(w => w.scrollWidth > w.clientWidth)
+                 .map(w => w.querySelector('table').id || 'unnamed')]"""
+    )
+
+
+@needs_browser
+@pytest.mark.parametrize("batch", ["sample", "generated"])
+def test_index_shows_the_budget_columns_at_1280_without_sideways_scroll(batch, request, page):
+    out = request.getfixturevalue(batch)
+    page.goto((out / "index.html").as_uri())
+    width, wide = _overflowing(page)
+    assert width <= 1280
+    assert "pcn-table" not in wide and "schedule-table" not in wide
+    for column in ("Budget excess", "Payable", "ARRS sum", "Allowed this year", "Budget"):
+        header = page.locator("#pcn-table thead th", has_text=column).first
+        box = header.bounding_box()
+        assert box is not None and box["x"] + box["width"] <= 1280, column
+    page.screenshot(path=str(SCREENSHOTS / f"index-{batch}-1280.png"), full_page=True)
+    assert page.problems == []
+
+
+@needs_browser
+def test_payment_schedule_totals_and_budget_columns_print_on_a4(sample, page):
+    page.goto((sample / "index.html").as_uri())
+    schedule = page.locator("#schedule-table")
+    december = [
+        row
+        for row in csv.DictReader(io.StringIO((sample / "payments.csv").read_text()))
+        if row["claim_month"] == "2021-12"
+    ]
+    pcns = (sample / "summary.csv").read_text().splitlines()[1:]
+    assert schedule.locator("tbody tr").count() == len(pcns) == 7  # every PCN, claiming or not
+    payable = sum(Decimal(row["payable"]) for row in december)  # December's payable, in full
+    assert f"£{payable:,.2f}" in schedule.locator("tfoot").inner_text()
+    text = "\n".join(_pdf_pages(page, "index-sample.pdf"))
+    for column in ("Budget excess", "Payable", "Withheld", "ARRS sum", "Full-year", "forecast"):
+        assert column in text, column
+    assert "Payment schedule for 2021-12" in text
+
+
+@needs_browser
+def test_sortable_headers_print_on_continuation_pages(generated, page):
+    page.goto((generated / "index.html").as_uri())
+    sheets = _pdf_pages(page, "index-generated.pdf")
+    with_rows = [sheet for sheet in sheets if re.search(r"^U100\d\d$", sheet, re.MULTILINE)]
+    assert len(with_rows) >= 3  # the PCN tables run over several pages
+    for sheet in with_rows:
+        assert "Claimed" in sheet and "Payable" in sheet, sheet[:200]
+
+
+@needs_browser
+def test_the_chart_has_a_legend_and_axis_labels(sample, page):
+    page.goto((sample / "index.html").as_uri())
+    chart = page.locator("svg[aria-labelledby=months-title]")
+    legend = chart.locator(".legend text").all_text_contents()
+    assert legend == ["claimed", "allowed", "payable"]
+    titles = chart.locator(".axis-title").all_text_contents()
+    assert titles == ["£ per month", "claim month"]
+    assert chart.locator(".axis-label").count() == 3
+
+
+@needs_browser
+@pytest.mark.parametrize("name", ["index.html", "pcn/U71001.html", "pcn/U71004.html"])
+def test_nothing_forces_a_phone_screen_wider(sample, browser, name):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    page = context.new_page()
+    page.goto((sample / name).as_uri())
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.screenshot(path=str(SCREENSHOTS / f"{name.replace('/', '-')}-390.png"), full_page=True)
+    context.close()
+
+
+@needs_browser
+def test_pcn_filter_hides_the_groups_it_empties_and_counts_what_is_left(sample, page):
+    page.goto((sample / "pcn" / "U71001.html").as_uri())
+    page.fill("#finding-search", "deadline")  # only the PAR-01 findings say so
+    visible = page.locator("section.group:visible h3").all_inner_texts()
+    assert [text.split()[0] for text in visible] == ["PAR-01"]
+    assert page.locator("section.severity:visible").count() == 1
+    assert page.locator("section.severity:visible > h2 [data-count]").inner_text() == "3"
+    assert page.locator("#finding-count").inner_text() == "3 shown"
+    page.fill("#finding-search", "")
+    rules = {  # one group per rule among the page's findings
+        row["rule_id"]
+        for row in csv.DictReader(io.StringIO((sample / "exceptions.csv").read_text()))
+        if row["pcn_code"] == "U71001"
+    }
+    assert page.locator("section.group:visible").count() == len(rules)
+    assert page.problems == []
+
+
+@needs_browser
+def test_table_headers_stick_while_the_table_scrolls(generated, page):
+    page.goto((generated / "index.html").as_uri())
+    wrap = page.locator("#pcn-table").locator("xpath=..")
+    wrap.evaluate("w => { w.scrollTop = 400; }")
+    header = page.locator("#pcn-table thead th").first.bounding_box()
+    box = wrap.bounding_box()
+    assert header is not None and box is not None
+    assert abs(header["y"] - box["y"]) <= 1
+
+
+@needs_browser
+def test_a_pcn_page_with_ten_findings_prints_on_two_a4_pages(tmp_path, page):
+    over = {"amount_claimed": "5000.00"}  # above cost and maximum: CST-01 and CAP-01
+    lines = [
+        {**over, "staff_id": "S1"},
+        {**over, "staff_id": "S2"},
+        {"staff_id": "S3", "additional_to_baseline": "N"},
+        {"staff_id": "S4", "additional_to_baseline": "N"},
+        {"staff_id": "S5"},
+        {"staff_id": "S5"},  # the same person twice: DUP-01 and DUP-02 on both lines
+    ]
+    completed = run_cli(
+        "run",
+        str(claims(tmp_path / "claims.csv", *lines)),
+        "--pcns",
+        str(register(tmp_path / "pcns.csv")),
+        "--out",
+        str(tmp_path / "out"),
+    )
+    assert completed.returncode == 1, completed.stderr
+    findings = (tmp_path / "out" / "exceptions.csv").read_text().splitlines()[1:]
+    assert len(findings) == 10
+    page.goto((tmp_path / "out" / "pcn" / "U10001.html").as_uri())
+    sheets = _pdf_pages(page, "pcn-ten-findings.pdf")
+    assert len(sheets) <= 2
+    text = "\n".join(sheets)
+    assert "Payment for claim month" in text and "need the PCN's action" in text
+    page.screenshot(path=str(SCREENSHOTS / "pcn-ten-findings-1280.png"), full_page=True)

@@ -148,6 +148,12 @@ MESSAGE_FIELDS = {
     "month_allowed": "the month's allowed total",
     "forecast": "BUD-02: full-year forecast",
     "months_remaining": "BUD-02: months after the review month to March",
+    "other_lines": "DUP-01: the other lines for the same person, role and month (file, line, PCN)",
+    "other_month_lines": "DUP-02: the person's other lines in the month (file, line, PCN)",
+    "ytd_before": "BUD-01: allowed this financial year up to the month before",
+    "excess_before": "BUD-01: the excess over the ARRS sum up to the month before",
+    "over_sum": "BUD-01: allowed so far minus the ARRS sum",
+    "forecast_over": "BUD-02: the forecast minus the ARRS sum",
 }
 
 RULE_SHAPE = """\

@@ -15,6 +15,7 @@ import datetime as dt
 
 import polars as pl
 
+from validator import money
 from validator import values as v
 from validator.reference import CONDITION_COLUMNS, Reference
 
@@ -403,29 +404,10 @@ def pcn_records(
         "arrs_sum",
         "register_found",
     )
-    budgeted = lines.filter(pl.col("register_found") == 1)
-    months = (
-        budgeted.group_by("pcn_code", "financial_year", "month_date")
-        .agg(
-            pl.col("amount_claimed").sum(),
-            pl.col("amount_allowed").sum().alias("month_allowed"),
-            pl.col("arrs_sum").first(),
-        )
-        .sort("pcn_code", "month_date")
-        .with_columns(
-            pl.col("month_allowed")
-            .cum_sum()
-            .over("pcn_code", "financial_year")
-            .alias("ytd_allowed"),
-            v.yyyymm(pl.col("month_date")).alias("claim_month"),
-            pl.lit(review_number, dtype=pl.Int64).alias("review_month"),
-        )
-        .with_columns(
-            pl.min_horizontal("month_allowed", pl.col("ytd_allowed") - pl.col("arrs_sum"))
-            .clip(lower_bound=0)
-            .alias("month_excess"),
-            pl.col("month_allowed").alias("amount_allowed"),
-        )
+    months = money.pcn_months(lines).with_columns(
+        v.yyyymm(pl.col("month_date")).alias("claim_month"),
+        pl.lit(review_number, dtype=pl.Int64).alias("review_month"),
+        pl.col("month_allowed").alias("amount_allowed"),
     )
     remaining = months_remaining_after(review)
     review_year_months = months.filter(

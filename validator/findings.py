@@ -1,9 +1,9 @@
 """Findings as the outputs show them: keys, money, status and a message that explains itself.
 
 Every finding says where (file, line and keys, or PCN and month), what, the expected against
-the actual figures, and the rule (STYLE.md point 7). Money per finding follows docs/scheme.md:
-a reject puts the whole claim at risk, an adjust the excess over its cap, a query or warning
-nothing; totals are taken per line so the same pounds are never counted twice.
+the actual figures, and the rule (STYLE.md point 7). Which finding carries the money at risk
+is money.py's to decide: here each finding has its line's (or PCN month's) claimed and
+allowed amounts only.
 """
 
 from __future__ import annotations
@@ -16,6 +16,11 @@ import polars as pl
 
 from validator import values as v
 from validator.catalogue import Catalogue
+from validator.load import CLAIM_COLUMNS
+
+# A row's columns in the claim schema's order: several SCH-01 findings of one row are listed
+# (and the first carries its claim) in this order, a whole-row problem first.
+_COLUMN_POSITION = {name: number for number, name in enumerate(CLAIM_COLUMNS, start=1)}
 
 _KEYS = ["finding_id", "rule_id", "severity", "status", "agreement_id"]
 
@@ -165,6 +170,8 @@ _LINE_FIELDS: dict[str, _Field] = {
     "effective_wte": _wte("effective_wte_units"),
     "within_wte": _wte("within_wte_units"),
     "limit_cap": _pounds("limit_cap"),
+    "other_lines": _text("other_lines"),
+    "other_month_lines": _text("other_month_lines"),
     "list_size": _count,
     "arrs_sum": _pounds("arrs_sum"),
 }
@@ -188,6 +195,20 @@ _PCN_FIELDS: dict[str, _Field] = {
         pl.coalesce(c("month_allowed", pl.Int64), c("review_allowed", pl.Int64))
     ),
     "forecast": _pounds("forecast_allowed"),
+    "ytd_before": lambda c: v.display_pounds_expr(
+        c("ytd_allowed", pl.Int64) - c("month_allowed", pl.Int64)
+    ),
+    "excess_before": lambda c: v.display_pounds_expr(
+        (c("ytd_allowed", pl.Int64) - c("month_allowed", pl.Int64) - c("arrs_sum", pl.Int64)).clip(
+            lower_bound=0
+        )
+    ),
+    "over_sum": lambda c: v.display_pounds_expr(
+        c("ytd_allowed", pl.Int64) - c("arrs_sum", pl.Int64)
+    ),
+    "forecast_over": lambda c: v.display_pounds_expr(
+        c("forecast_allowed", pl.Int64) - c("arrs_sum", pl.Int64)
+    ),
     "months_remaining": lambda c: c("months_remaining", pl.Int64).fill_null(0).cast(pl.String),
     "claimed": _pounds("amount_claimed"),
 }
@@ -248,6 +269,61 @@ def _with_messages(
     return pl.concat(parts)
 
 
+# Evidence fields listing a line's companions: field -> the keys the lines share.
+_COMPANIONS = {
+    "other_lines": ("staff_id", "role", "month_date"),
+    "other_month_lines": ("staff_id", "month_date"),
+}
+COMPANIONS_SHOWN = 5
+
+
+def _companions(
+    catalogue: Catalogue, line_found: pl.DataFrame, lines: pl.DataFrame
+) -> pl.DataFrame:
+    """row_no and, for each field of _COMPANIONS a rule's message names, the other lines
+    sharing the line's keys: `claims/2021-06.csv line 18 (U71002)`, the first few of them."""
+    result = line_found.select("row_no").unique()
+    for name, keys in _COMPANIONS.items():
+        rules = [rule.id for rule in catalogue.rules if "{" + name + "}" in rule.message]
+        rows = line_found.filter(pl.col("rule_id").is_in(rules)).select("row_no").unique()
+        if not rows.height:
+            continue
+        wanted = lines.join(rows, on="row_no").select(*keys).unique()
+        group = lines.join(wanted, on=list(keys)).select(
+            *keys,
+            "row_no",
+            pl.format("{} line {} ({})", "source_file", "source_line", "pcn_code").alias("label"),
+        )
+        # Each line is joined with the first few lines of its group only (never the whole
+        # group): five million lines of one person stay five million rows, not 25 * 10**12.
+        ranked = group.sort("row_no").with_columns(
+            pl.int_range(pl.len()).over(keys).alias("_rank"), pl.len().over(keys).alias("_size")
+        )
+        heads = ranked.filter(pl.col("_rank") <= COMPANIONS_SHOWN).select(
+            *keys, pl.col("row_no").alias("row_no_other"), pl.col("label").alias("label_other")
+        )
+        others = (
+            ranked.select(*keys, "row_no", "_size")
+            .join(heads, on=list(keys))
+            .filter(pl.col("row_no") != pl.col("row_no_other"))
+            .sort("row_no", "row_no_other")
+            .group_by("row_no", maintain_order=True)
+            .agg(
+                pl.col("label_other").head(COMPANIONS_SHOWN).str.join("; "),
+                (pl.col("_size").first() - 1).alias("len"),
+            )
+            .select(
+                "row_no",
+                pl.when(pl.col("len") > COMPANIONS_SHOWN)
+                .then(pl.format("{} and {} more", "label_other", pl.col("len") - COMPANIONS_SHOWN))
+                .otherwise(pl.col("label_other"))
+                .alias(name),
+            )
+        )
+        result = result.join(others, on="row_no", how="left")
+    return result
+
+
 def finalise(
     *,
     schema_found: pl.DataFrame,
@@ -261,7 +337,7 @@ def finalise(
     catalogue: Catalogue,
     review: dt.date,
 ) -> pl.DataFrame:
-    """Every finding with its figures and message, in exceptions.csv's order (README)."""
+    """Every finding with its figures and message, in the order of exceptions.csv."""
     parts = []
 
     schema = (
@@ -281,8 +357,11 @@ def finalise(
             on="row_no",
         )
         .with_columns(
-            pl.col("amount_claimed").alias("amount_at_risk"),
             pl.when(pl.col("amount_claimed").is_not_null()).then(0).alias("amount_allowed"),
+            # Several findings of one row: in the order of the row's columns.
+            pl.col("column")
+            .replace_strict(_COLUMN_POSITION, default=0, return_dtype=pl.Int64)
+            .alias("position"),
         )
     )
     if schema.height:
@@ -293,35 +372,20 @@ def finalise(
         )
 
     if line_found is not None and line_found.height:
-        caps = {rule.id: rule.allowed_up_to for rule in catalogue.rules if rule.allowed_up_to}
         cost_columns = [c for c in eligible.columns if c not in lines.columns] + ["row_no"]
         detail = (
             line_found.drop("pcn_code", "staff_id", "role", "month_date")
             .join(lines, on="row_no")
             .join(eligible.select(cost_columns), on="row_no", how="left")
-        )
-        cap = pl.lit(None, dtype=pl.Int64)
-        for rule_id, cap_field in caps.items():
-            cap = pl.when(pl.col("rule_id") == rule_id).then(pl.col(cap_field)).otherwise(cap)
-        detail = detail.with_columns(
-            pl.when(pl.col("severity") == "reject")
-            .then(pl.col("amount_claimed"))
-            .when(pl.col("severity") == "adjust")
-            .then((pl.col("amount_claimed") - cap).clip(lower_bound=0))
-            .otherwise(0)
-            .alias("amount_at_risk_own"),
+            .join(_companions(catalogue, line_found, lines), on="row_no", how="left")
         )
         parts.append(
             _with_messages(catalogue, detail, _LINE_FIELDS).with_columns(
                 pl.col("month_date").dt.strftime("%Y-%m").alias("claim_month"),
-                pl.col("amount_at_risk_own").alias("amount_at_risk"),
             )
         )
 
     if pcn_found is not None and pcn_found.height:
-        excess_fields = {
-            rule.id: rule.at_risk_field for rule in catalogue.rules if rule.at_risk_field
-        }
         for applies_to, records in pcn_records.items():
             found = pcn_found.filter(pl.col("applies_to") == applies_to)
             if not found.height:
@@ -332,16 +396,7 @@ def finalise(
                 ),
                 on="record_no",
             )
-            at_risk = pl.lit(0, dtype=pl.Int64)
-            for rule_id, excess_field in excess_fields.items():
-                if excess_field in detail.columns:
-                    at_risk = (
-                        pl.when(pl.col("rule_id") == rule_id)
-                        .then(pl.col(excess_field))
-                        .otherwise(at_risk)
-                    )
-            detail = detail.with_columns(at_risk.alias("amount_at_risk")).with_columns(
-                (pl.col("amount_allowed") - pl.col("amount_at_risk")).alias("amount_allowed"),
+            detail = detail.with_columns(
                 pl.lit("").alias("staff_id"),
                 pl.lit(None, dtype=pl.String).alias("source_file"),
                 pl.lit(None, dtype=pl.Int64).alias("source_line"),
@@ -367,9 +422,10 @@ def finalise(
         "source_line": pl.Int64,
         "amount_claimed": pl.Int64,
         "amount_allowed": pl.Int64,
-        "amount_at_risk": pl.Int64,
+        "amount_at_risk": pl.Int64,  # money.ledger attributes it
         "message": pl.String,
         "row_no": pl.Int64,
+        "position": pl.Int64,
         "column": pl.String,
         "staff_name": pl.String,
     }
@@ -398,96 +454,9 @@ def finalise(
             "rule_id",
             "source_file",
             "source_line",
+            "position",
             "column",
             "message",
             nulls_last=False,
         )
-    )
-
-
-def summary(
-    lines: pl.DataFrame,
-    raw: pl.DataFrame,
-    failures: pl.DataFrame,
-    findings: pl.DataFrame,
-    register: pl.DataFrame,
-    review: dt.date,
-) -> pl.DataFrame:
-    """One row per PCN (README, Outputs); lines rejected by the schema count as claimed."""
-    review_year = v.financial_year(review)
-    rejected = (
-        raw.filter(pl.col("row_no").is_in(failures["row_no"].implode()))
-        .select(
-            pl.col("pcn_code").str.strip_chars(),
-            v.money_pence("amount_claimed").fill_null(0).alias("amount_claimed"),
-            pl.lit(0, dtype=pl.Int64).alias("amount_allowed"),
-            pl.lit(0, dtype=pl.Int64).alias("ytd"),
-        )
-        .filter(pl.col("pcn_code").str.contains(r"^U[0-9]{5}$"))
-    )
-    checked = lines.select(
-        "pcn_code",
-        "amount_claimed",
-        "amount_allowed",
-        pl.when((pl.col("financial_year") == review_year) & (pl.col("month_date") <= review))
-        .then(pl.col("amount_allowed"))
-        .otherwise(0)
-        .alias("ytd"),
-    )
-    per_line = (
-        pl.concat([checked, rejected])
-        .group_by("pcn_code")
-        .agg(
-            pl.len().cast(pl.Int64).alias("lines"),
-            pl.col("amount_claimed").sum().alias("claimed"),
-            pl.col("amount_allowed").sum().alias("allowed"),
-            pl.col("ytd").sum().alias("ytd_allowed"),
-        )
-    )
-    open_ = pl.col("status") == "open"
-    counts = (
-        findings.filter(pl.col("pcn_code") != "")
-        .group_by("pcn_code")
-        .agg(
-            (open_ & (pl.col("severity") == "reject")).sum().alias("open_reject"),
-            (open_ & (pl.col("severity") == "adjust")).sum().alias("open_adjust"),
-            (open_ & (pl.col("severity") == "query")).sum().alias("open_query"),
-            (open_ & (pl.col("severity") == "warning")).sum().alias("warnings"),
-            (pl.col("status") == "waived").sum().alias("waived"),
-            pl.col("amount_at_risk")
-            .filter(open_ & (pl.col("severity") == "adjust") & pl.col("source_line").is_null())
-            .sum()
-            .alias("budget_at_risk"),
-        )
-    )
-    names = (
-        register.sort(pl.col("financial_year") == review_year, "financial_year")
-        .group_by("pcn_code")
-        .agg(pl.col("pcn_name").last())
-    )
-    sums = register.filter(pl.col("financial_year") == review_year).select("pcn_code", "arrs_sum")
-    count_columns = ["open_reject", "open_adjust", "open_query", "warnings", "waived"]
-    return (
-        per_line.join(counts, on="pcn_code", how="left")
-        .join(names, on="pcn_code", how="left")
-        .join(sums, on="pcn_code", how="left")
-        .with_columns(
-            *(pl.col(name).fill_null(0).cast(pl.Int64) for name in count_columns),
-            pl.col("pcn_name").fill_null(""),
-            (pl.col("claimed") - pl.col("allowed") + pl.col("budget_at_risk").fill_null(0)).alias(
-                "at_risk"
-            ),
-        )
-        .select(
-            "pcn_code",
-            "pcn_name",
-            "lines",
-            "claimed",
-            "allowed",
-            "at_risk",
-            "arrs_sum",
-            "ytd_allowed",
-            *count_columns,
-        )
-        .sort("pcn_code")
     )

@@ -2,9 +2,11 @@
 
 A finding's fingerprint is a hash of what it is about — rule, PCN, staff, role and claim
 month — not of its wording or line number, so the same problem found again next month (in a
-resubmitted file, on another line) is recognised as `persisting`. Given the previous run's
-output folder, every finding is `new` or `persisting`, and the previous findings no longer
-found are `resolved`.
+resubmitted file, on another line) is recognised as `persisting`. A finding about the review
+month itself (BUD-02's full-year forecast) is about the financial year, not the month: its
+fingerprint takes the year, so it persists from one review month to the next. Given the
+previous run's output folder, every finding is `new` or `persisting`, and the previous
+findings no longer found are `resolved`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import polars as pl
 
+from validator import values as v
 from validator.errors import ConfigError
 
 FINGERPRINT_KEYS = ("rule_id", "pcn_code", "staff_id", "role", "claim_month")
@@ -34,16 +37,33 @@ def _digest(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
 
 
-def with_fingerprints(findings: pl.DataFrame) -> pl.DataFrame:
-    keys = findings.select(
-        pl.concat_str([pl.col(name).fill_null("") for name in FINGERPRINT_KEYS], separator="|")
-    ).to_series()
+def _fingerprint_month(yearly_rules: frozenset[str]) -> pl.Expr:
+    """The claim month, or its financial year (`2021/22`) for a rule in `yearly_rules`."""
+    month = pl.col("claim_month").fill_null("")
+    first_day = (month + "-01").str.to_date("%Y-%m-%d", strict=False)
+    return (
+        pl.when(pl.col("rule_id").is_in(sorted(yearly_rules)) & first_day.is_not_null())
+        .then(v.financial_year_expr(first_day))
+        .otherwise(month)
+    )
+
+
+def with_fingerprints(
+    findings: pl.DataFrame, yearly_rules: frozenset[str] = frozenset()
+) -> pl.DataFrame:
+    """Each finding's fingerprint; `yearly_rules`: the rules whose findings are about the
+    review month's financial year rather than one claim month."""
+    parts = [
+        _fingerprint_month(yearly_rules) if name == "claim_month" else pl.col(name).fill_null("")
+        for name in FINGERPRINT_KEYS
+    ]
+    keys = findings.select(pl.concat_str(parts, separator="|")).to_series()
     return findings.with_columns(
         pl.Series("fingerprint", [_digest(key) for key in keys], dtype=pl.String)
     )
 
 
-def read_previous(folder: Path) -> pl.DataFrame:
+def read_previous(folder: Path, yearly_rules: frozenset[str] = frozenset()) -> pl.DataFrame:
     """The findings of an earlier run (its exceptions.csv), with their fingerprints."""
     path = folder / "exceptions.csv"
     try:
@@ -64,7 +84,7 @@ def read_previous(folder: Path) -> pl.DataFrame:
         {name: [unsafe(row.get(name, "")) for row in rows] for name in PREVIOUS_COLUMNS},
         schema=dict.fromkeys(PREVIOUS_COLUMNS, pl.String),
     )
-    return with_fingerprints(frame)
+    return with_fingerprints(frame, yearly_rules)
 
 
 def compare(findings: pl.DataFrame, previous: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:

@@ -1,4 +1,6 @@
-"""The run's files: exceptions.csv, summary.csv, manifest.json and the HTML report.
+"""The run's files: exceptions.csv, summary.csv, payments.csv, lines.csv, manifest.json,
+exceptions.json, exceptions.xlsx and the HTML report. Their money is money.py's, read as it
+is: nothing here adds a figure up again.
 
 Everything is written into the run's staging folder (runner.Staging), which is then published
 in one step, so a reader sees the previous run or this one, never half of one. CSV outputs are
@@ -15,29 +17,21 @@ from pathlib import Path
 import polars as pl
 
 from validator import __version__, history, xlsx
-from validator.pipeline import FINDING_COLUMNS, RunResult
+from validator.money import (
+    LINE_COLUMNS,
+    MONEY_LINES,
+    MONEY_PAYMENTS,
+    MONEY_SUMMARY,
+    PAYMENT_COLUMNS,
+    SUMMARY_COLUMNS,
+)
+from validator.pipeline import FINDING_COLUMNS, OPEN_FINDING, RunResult
 
 _MONEY_FINDING = ("amount_claimed", "amount_allowed", "amount_at_risk")
-SUMMARY_COLUMNS = [
-    "pcn_code",
-    "pcn_name",
-    "lines",
-    "claimed",
-    "allowed",
-    "at_risk",
-    "arrs_sum",
-    "ytd_allowed",
-    "open_reject",
-    "open_adjust",
-    "open_query",
-    "warnings",
-    "waived",
-]
-_MONEY_SUMMARY = ("claimed", "allowed", "at_risk", "arrs_sum", "ytd_allowed")
 
 
 def formula_safe(text: pl.Expr) -> pl.Expr:
-    """Prefix text a spreadsheet would run as a formula with `'` (SPEC section 7)."""
+    """Prefix text a spreadsheet would run as a formula with `'` (README "Outputs")."""
     return pl.when(text.str.contains(r"^[=+\-@\t\r]")).then("'" + text).otherwise(text)
 
 
@@ -47,6 +41,12 @@ def money_text(pence: pl.Expr) -> pl.Expr:
     rest = (pence.abs() % 100).cast(pl.String).str.pad_start(2, "0")
     sign = pl.when(pence < 0).then(pl.lit("-")).otherwise(pl.lit(""))
     return sign + pounds + "." + rest
+
+
+def money_pounds(pence: int) -> str:
+    """Integer pence as `1234.56`, as the CSV files write money."""
+    sign = "-" if pence < 0 else ""
+    return f"{sign}{abs(pence) // 100}.{abs(pence) % 100:02d}"
 
 
 def _csv_text(frame: pl.DataFrame, columns: list[str], money: tuple[str, ...]) -> str:
@@ -64,16 +64,26 @@ def _csv_text(frame: pl.DataFrame, columns: list[str], money: tuple[str, ...]) -
 
 
 def exceptions_csv(result: RunResult) -> str:
-    """SPEC section 7's columns; with --previous, `fingerprint` and `change` after them."""
+    """exceptions.csv's columns (README "Outputs"); with --previous, `fingerprint` and
+    `change` after them."""
     columns = FINDING_COLUMNS + (["fingerprint", "change"] if result.resolved is not None else [])
     return _csv_text(result.findings, columns, _MONEY_FINDING)
 
 
 def summary_csv(result: RunResult) -> str:
-    return _csv_text(result.summary, SUMMARY_COLUMNS, _MONEY_SUMMARY)
+    return _csv_text(result.summary, SUMMARY_COLUMNS, MONEY_SUMMARY)
 
 
-def manifest(result: RunResult, started: dt.datetime, finished: dt.datetime, exit_code: int):
+def payments_csv(result: RunResult) -> str:
+    return _csv_text(result.payments, PAYMENT_COLUMNS, MONEY_PAYMENTS)
+
+
+def lines_csv(result: RunResult) -> str:
+    return _csv_text(result.every_line, LINE_COLUMNS, MONEY_LINES)
+
+
+def _inputs(result: RunResult) -> list[dict]:
+    """Each input file as the manifest lists it: path, SHA-256, encoding and rows."""
     inputs = []
     for file in result.files:
         inputs.append(
@@ -89,7 +99,21 @@ def manifest(result: RunResult, started: dt.datetime, finished: dt.datetime, exi
                 "ignored_columns": file.extra_columns,
             }
         )
-    inputs.extend(result.input_facts)
+    inputs.extend(result.input_facts)  # the register and agreements, hashed as read
+    return inputs
+
+
+def _reconciliation(result: RunResult) -> dict:
+    return {
+        "rows_read": result.rows_read,
+        "rows_rejected_by_schema": result.rows_rejected_by_schema,
+        "rows_checked": result.rows_checked,
+        "balanced": result.rows_read == result.rows_rejected_by_schema + result.rows_checked,
+    }
+
+
+def manifest(result: RunResult, started: dt.datetime, finished: dt.datetime, exit_code: int):
+    inputs = _inputs(result)
     reference = result.reference.files
     return {
         "tool": "arrs-validate",
@@ -103,15 +127,12 @@ def manifest(result: RunResult, started: dt.datetime, finished: dt.datetime, exi
         "exit_code": exit_code,
         "inputs": inputs,
         "reference_files": reference,
-        "reconciliation": {
-            "rows_read": result.rows_read,
-            "rows_rejected_by_schema": result.rows_rejected_by_schema,
-            "rows_checked": result.rows_checked,
-            "balanced": result.rows_read == result.rows_rejected_by_schema + result.rows_checked,
-        },
+        "reconciliation": _reconciliation(result),
+        "money": {name: money_pounds(pence) for name, pence in result.money_totals.items()},
         "findings": {
             "total": result.findings.height,
-            "open": result.findings.filter(pl.col("status") == "open").height,
+            "open": result.open_findings,
+            "warnings": result.findings.filter((pl.col("status") == "open") & ~OPEN_FINDING).height,
             "waived": result.findings.filter(pl.col("status") == "waived").height,
             "by_rule": dict(sorted(result.findings.group_by("rule_id").len().iter_rows())),
         },
@@ -130,11 +151,14 @@ def write_files(folder: Path, files: dict[str, bytes | str]) -> None:
 
 
 def data_files(result: RunResult, run_id: str) -> dict[str, bytes | str]:
-    """The findings as data: exceptions.csv, summary.csv, exceptions.json, exceptions.xlsx
-    (the CLI builds them while child processes render the pages)."""
+    """The findings as data: exceptions.csv, summary.csv, payments.csv, lines.csv,
+    exceptions.json, exceptions.xlsx (the CLI builds them while child processes render the
+    pages)."""
     return {
         "exceptions.csv": exceptions_csv(result),
         "summary.csv": summary_csv(result),
+        "payments.csv": payments_csv(result),
+        "lines.csv": lines_csv(result),
         "exceptions.json": exceptions_json(result, run_id),
         "exceptions.xlsx": exceptions_xlsx(result),
     }
@@ -161,7 +185,7 @@ def write_outputs(
 
 
 JSON_FORMAT = "arrs-validate exceptions"
-JSON_FORMAT_VERSION = "1.0"
+JSON_FORMAT_VERSION = "1.1"
 
 
 def _money_cells(frame: pl.DataFrame, money: tuple[str, ...]) -> pl.DataFrame:
@@ -188,17 +212,51 @@ def exceptions_json(result: RunResult, run_id: str) -> str:
     }
     # The long arrays are serialised by Polars (row objects, in column order).
     findings = _money_cells(result.findings.select(finding_columns), _MONEY_FINDING)
-    summary = _money_cells(result.summary, _MONEY_SUMMARY)
+    summary = _money_cells(result.summary.select(SUMMARY_COLUMNS), MONEY_SUMMARY)
+    payments = _money_cells(result.payments.select(PAYMENT_COLUMNS), MONEY_PAYMENTS)
+    lines = _money_cells(result.every_line.select(LINE_COLUMNS), MONEY_LINES)
     return (
-        json.dumps(head, ensure_ascii=False)[:-1]
-        + ', "findings": '
-        + findings.write_json()
-        + ', "summary": '
-        + summary.write_json()
-        + ', "resolved": '
-        + json.dumps(resolved, ensure_ascii=False)
-        + "}\n"
+        # One join, not a chain of +: each + would copy the long arrays again.
+        "".join(
+            [
+                json.dumps(head, ensure_ascii=False)[:-1],
+                ', "findings": ',
+                findings.write_json(),
+                ', "summary": ',
+                summary.write_json(),
+                ', "payments": ',
+                payments.write_json(),
+                ', "lines": ',
+                lines.write_json(),
+                ', "resolved": ',
+                json.dumps(resolved, ensure_ascii=False),
+                "}\n",
+            ]
+        )
     )
+
+
+def _run_sheet(result: RunResult) -> pl.DataFrame:
+    """The manifest's facts for the workbook's `run` sheet, as (section, item, value) rows:
+    review month, tool and rule catalogue, reconciliation, money totals, inputs with their
+    SHA-256, and the rules that ran."""
+    review = result.review_month.strftime("%Y-%m") if result.review_month else ""
+    rows = [
+        ("run", "review month", review),
+        ("run", "tool version", f"arrs-validate {__version__}"),
+        ("run", "rule catalogue SHA-256", result.catalogue.digest),
+        ("run", "previous run", str(result.previous_folder or "")),
+        *(("reconciliation", name, str(value)) for name, value in _reconciliation(result).items()),
+        *(("money", name, money_pounds(pence)) for name, pence in result.money_totals.items()),
+        ("findings", "open (reject, adjust, query)", str(result.open_findings)),
+    ]
+    for item in _inputs(result):
+        rows.append((f"input: {item['kind']}", item["path"], item.get("sha256") or ""))
+    for described in result.reference.files:
+        rows.append(("reference file", described["path"], described.get("sha256") or ""))
+    for rule in result.catalogue.active:
+        rows.append(("rule", rule.id, f"{rule.severity}: {rule.title}"))
+    return pl.DataFrame(rows, schema=["section", "item", "value"], orient="row")
 
 
 def exceptions_xlsx(result: RunResult) -> bytes:
@@ -217,15 +275,40 @@ def exceptions_xlsx(result: RunResult) -> bytes:
             for rule in result.catalogue.rules
         ]
     )
+    history_columns = ["fingerprint", "change"] if result.resolved is not None else []
+    resolved = []
+    if result.resolved is not None:
+        resolved = [
+            (
+                "resolved",
+                result.resolved.select("fingerprint", *history.PREVIOUS_COLUMNS),
+                (),
+                {"message": 90, "source_file": 30},
+            )
+        ]
     return xlsx.workbook(
         [
             (
                 "findings",
-                result.findings.select(FINDING_COLUMNS),
+                result.findings.select(*FINDING_COLUMNS, *history_columns),
                 _MONEY_FINDING,
                 {"message": 90, "role": 28, "source_file": 30, "rule_id": 9, "severity": 9},
             ),
-            ("summary", result.summary, _MONEY_SUMMARY, {"pcn_name": 30}),
+            ("summary", result.summary.select(SUMMARY_COLUMNS), MONEY_SUMMARY, {"pcn_name": 30}),
+            (
+                "payments",
+                result.payments.select(PAYMENT_COLUMNS),
+                MONEY_PAYMENTS,
+                {"pcn_name": 30},
+            ),
+            (
+                "lines",
+                result.every_line.select(LINE_COLUMNS),
+                MONEY_LINES,
+                {"source_file": 30, "role": 28, "rules": 30},
+            ),
+            *resolved,
+            ("run", _run_sheet(result), (), {"section": 18, "item": 40, "value": 70}),
             ("rules", rules, (), {"title": 50, "clause": 80, "rationale": 100}),
         ]
     )

@@ -28,6 +28,17 @@ if TYPE_CHECKING:
 SEVERITIES = ("reject", "adjust", "query", "warning")
 
 
+def pounds_short(pence: int) -> str:
+    """An axis label: whole pounds, in thousands or millions (`£1.2m`, `£450k`, `£900`)."""
+    pounds = pence // 100
+    if pounds >= 1_000_000:
+        tenths = pounds // 100_000
+        return f"£{tenths // 10}.{tenths % 10}m"
+    if pounds >= 1_000:
+        return f"£{pounds // 1_000:,}k"
+    return f"£{pounds:,}"
+
+
 def environment() -> jinja2.Environment:
     import jinja2  # imported here: a run's own process renders no page (see Rendering)
 
@@ -40,6 +51,7 @@ def environment() -> jinja2.Environment:
         auto_reload=False,  # one run renders each template many times; never re-read it
     )
     env.filters["pounds"] = display_pounds
+    env.filters["pounds_short"] = pounds_short
     env.filters["thousands"] = lambda number: f"{number:,}"
     return env
 
@@ -91,6 +103,8 @@ def render_job(
             sections=sections,
             open_total=job["open_totals"].get(code, 0),
             shown_total=sum(group["count"] for group in groups),
+            action=[group for group in groups if group["severity"] != "warning"],
+            months=job["months"].get(code, []),
             waived=job["waived"].get(code, []),
             agreements=job["agreements"],
             resolved=job["resolved"].get(code, []),

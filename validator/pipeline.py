@@ -1,8 +1,8 @@
 """One validation run: load -> schema -> derive -> rules -> money -> findings.
 
-The stages of docs/scheme.md: A (schema) rows take no further part; B (eligibility) findings
-keep a line out of stage C; C decides everything else. Agreements turn covered findings into
-`waived` ones (never hidden). Money follows docs/scheme.md exactly, in integer pence.
+The rules' stages (docs/scheme.md): A (schema) rows take no further part; B (eligibility)
+findings keep a line out of stage C; C decides everything else. Agreements turn covered
+findings into `waived` ones (never hidden). The money is money.py's, in integer pence.
 The library never prints and never exits; the CLI decides what to show and the exit code.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import polars as pl
 
-from validator import derive, findings, history
+from validator import derive, findings, history, money
 from validator import values as v
 from validator.catalogue import Catalogue, Rule, load_catalogue
 from validator.engine import RulesEngine
@@ -44,6 +44,8 @@ FINDING_COLUMNS = [
     "message",
 ]
 UNKNOWN_MONTH = 999_912  # a schema-rejected row whose claim month does not parse
+# "Open findings", everywhere they are counted: open reject, adjust and query (not warnings).
+OPEN_FINDING = (pl.col("status") == "open") & (pl.col("severity") != "warning")
 
 
 @dataclass
@@ -70,7 +72,9 @@ class RunResult:
     review_month: dt.date | None
     findings: pl.DataFrame
     summary: pl.DataFrame
-    lines: pl.DataFrame
+    lines: pl.DataFrame  # the checked lines, with their figures and allowed amounts
+    payments: pl.DataFrame
+    every_line: pl.DataFrame  # every input row with its figures and outcome (lines.csv)
     unmatched_agreements: pl.DataFrame
     agreements: pl.DataFrame
     rows_read: int = 0
@@ -97,9 +101,12 @@ class RunResult:
 
     @property
     def open_findings(self) -> int:
-        return self.findings.filter(
-            (pl.col("status") == "open") & (pl.col("severity") != "warning")
-        ).height
+        """Open reject, adjust and query findings: "open findings" wherever it is shown."""
+        return self.findings.filter(OPEN_FINDING).height
+
+    @property
+    def money_totals(self) -> dict[str, int]:
+        return money.totals(self.summary)
 
 
 def parse_review_month(text: str | None) -> dt.date | None:
@@ -217,7 +224,7 @@ class _Run:
             previous = previous(f"{review:%Y-%m}")
         if previous is not None:
             self.previous_folder = previous
-            self.previous = history.read_previous(previous)
+            self.previous = history.read_previous(previous, self._yearly_rules())
 
     def execute(self) -> RunResult:
         timer = self.timer
@@ -293,17 +300,19 @@ class _Run:
             line_found = (
                 pl.concat(self.found[1:], how="diagonal_relaxed") if len(self.found) > 1 else None
             )
-            lines = self._money(lines, eligible, line_found)
+            caps = money.line_caps(self._caps(), eligible, lines)
+            lines = money.line_amounts(lines, eligible["row_no"], line_found, caps)
             pcn_found = self._pcn_stage(engine, lines, review)
             records_evaluated = engine.records_evaluated
         timer.add("derive", time.perf_counter() - block - timer.seconds.get("rules", 0.0))
 
         self._tell("phase", name="findings")
         with timer("findings"):
-            all_findings, summary = self._findings(
-                schema_found, line_found, pcn_found, lines, eligible, raw, failures, review
+            ledger = self._findings(
+                schema_found, line_found, pcn_found, lines, eligible, raw, failures, review, caps
             )
-            all_findings = history.with_fingerprints(all_findings)
+            all_findings = ledger.findings
+            all_findings = history.with_fingerprints(all_findings, self._yearly_rules())
             resolved = None
             if self.previous is not None:
                 all_findings, resolved = history.compare(all_findings, self.previous)
@@ -317,8 +326,10 @@ class _Run:
             files=files,
             review_month=self.review,
             findings=all_findings,
-            summary=summary,
+            summary=ledger.summary,
             lines=lines,
+            payments=ledger.payments,
+            every_line=ledger.lines,
             unmatched_agreements=unmatched,
             agreements=self.agreements,
             rows_read=rows_read,
@@ -334,8 +345,9 @@ class _Run:
         )
 
     def _findings(
-        self, schema_found, line_found, pcn_found, lines, eligible, raw, failures, review
-    ):
+        self, schema_found, line_found, pcn_found, lines, eligible, raw, failures, review, caps
+    ) -> money.Ledger:
+        """Every finding with its message, and the run's money (money.ledger)."""
         all_findings = findings.finalise(
             schema_found=schema_found,
             line_found=line_found,
@@ -348,8 +360,33 @@ class _Run:
             catalogue=self.catalogue,
             review=review,
         )
-        summary = findings.summary(lines, raw, failures, all_findings, self.register, review)
-        return all_findings, summary
+        return money.ledger(
+            findings=all_findings,
+            lines=lines,
+            eligible=eligible,
+            raw=raw,
+            rejected_rows=failures["row_no"].unique(),
+            caps=caps,
+            months=self.pcn_records["pcn_months"],
+            budget_rules={
+                rule.id: rule.at_risk_field
+                for rule in self.catalogue.active
+                if rule.at_risk_field and rule.applies_to == "pcn_months"
+            },
+            register=self.register,
+            review=review,
+            cost_cap="cost_cap",
+        )
+
+    def _yearly_rules(self) -> frozenset[str]:
+        """Rules whose findings are about the review month's financial year (history.py)."""
+        return frozenset(
+            rule.id for rule in self.catalogue.rules if rule.applies_to == "pcn_review_month"
+        )
+
+    def _caps(self) -> dict[str, str]:
+        """Each line-level adjust rule's cap column (its `allowed_up_to`)."""
+        return {rule.id: rule.allowed_up_to for rule in self.catalogue.active if rule.allowed_up_to}
 
     def _schema_stage(self, engine: RulesEngine, raw: pl.DataFrame, failures: pl.DataFrame):
         """Stage A: SCH-01 findings, one per bad field, through the engine like every rule."""
@@ -380,7 +417,7 @@ class _Run:
             "rule_id",
             "row_no",
             "failure_no",
-            pl.col("pcn_code").fill_null(""),
+            pl.col("pcn_code").fill_null("").str.strip_chars(),  # as summary.csv keys it
             pl.col("staff_id").fill_null(""),
             pl.col("role").fill_null(""),
             "month_date",
@@ -458,45 +495,6 @@ class _Run:
                 pl.col("extended_deadline").first(),
                 pl.col("agreement_id").first().alias("deadline_agreement"),
             )
-        )
-
-    def _money(self, lines, eligible, line_found) -> pl.DataFrame:
-        """amount_allowed and amount_at_risk per line (docs/scheme.md, "The figures")."""
-        caps = {rule.id: rule.allowed_up_to for rule in self.catalogue.active if rule.allowed_up_to}
-        open_found = (
-            line_found.filter(pl.col("status") == "open")
-            if line_found is not None
-            else pl.DataFrame(
-                schema={"row_no": pl.Int64, "rule_id": pl.String, "severity": pl.String}
-            )
-        )
-        rejected = open_found.filter(pl.col("severity") == "reject")["row_no"].unique()
-        capped = eligible.select("row_no", "amount_claimed")
-        for rule_id, cap_field in caps.items():
-            hit = open_found.filter(pl.col("rule_id") == rule_id)["row_no"]
-            capped = capped.with_columns(
-                pl.when(pl.col("row_no").is_in(hit.implode()))
-                .then(pl.min_horizontal("amount_claimed", eligible[cap_field]))
-                .otherwise(pl.col("amount_claimed"))
-                .alias("amount_claimed")
-            )
-        capped = capped.select(
-            "row_no", pl.col("amount_claimed").alias("capped"), pl.lit(True).alias("eligible")
-        )
-        # Joined on the two line columns it needs, so the wide line frame is not copied.
-        money = (
-            lines.select("row_no", "amount_claimed")
-            .join(capped, on="row_no", how="left", maintain_order="left")
-            .select(
-                pl.when(pl.col("row_no").is_in(rejected.implode()))
-                .then(0)
-                .otherwise(pl.col("capped").fill_null(0))
-                .alias("amount_allowed"),
-                pl.col("eligible").fill_null(False),
-            )
-        )
-        return lines.with_columns(money).with_columns(
-            (pl.col("amount_claimed") - pl.col("amount_allowed")).alias("amount_at_risk")
         )
 
     def _pcn_stage(self, engine, lines, review) -> pl.DataFrame | None:

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import polars as pl
 
-from validator import __version__
+from validator import __version__, money
 from validator import values as v
 from validator.catalogue import Catalogue
 from validator.pages import SEVERITIES, Rendering, environment
-from validator.pipeline import RunResult
+from validator.pipeline import OPEN_FINDING, RunResult
 
 ON_SCREEN_FINDINGS = 500  # per PCN page; the rest are in exceptions.csv
 CHART_BARS = 30
@@ -39,7 +39,13 @@ def _budget(row: dict) -> tuple[str, str]:
     return "within", "within budget"
 
 
+_MONTH_FIGURES = ("claimed", "allowed", "budget_excess", "payable", "withheld", "open_findings")
+
+
 def _pcn_rows(result: RunResult) -> list[dict]:
+    """Each PCN's summary row, its forecast, its review month's payment (`month`: the
+    payments.csv row, zeros if it claimed nothing that month) and, with --previous, its
+    findings new, persisting and resolved since the previous run."""
     forecast = result.pcn_records.get("pcn_review_month")
     summary = result.summary
     if forecast is not None and forecast.height:
@@ -48,29 +54,62 @@ def _pcn_rows(result: RunResult) -> list[dict]:
         )
     else:
         summary = summary.with_columns(pl.lit(None, dtype=pl.Int64).alias("forecast_allowed"))
+    review = result.review_month.strftime("%Y-%m") if result.review_month else ""
+    month = {
+        row["pcn_code"]: row
+        for row in result.payments.filter(pl.col("claim_month") == review).to_dicts()
+    }
+    changes: dict[tuple[str, str], int] = {}
+    if result.resolved is not None:
+        changes = {
+            (code, change): count
+            for code, change, count in result.findings.filter(OPEN_FINDING)
+            .group_by("pcn_code", "change")
+            .len()
+            .iter_rows()
+        }
+        for code, count in result.resolved.group_by("pcn_code").len().iter_rows():
+            changes[code, "resolved"] = count
+    open_counts = dict(result.findings.filter(OPEN_FINDING).group_by("pcn_code").len().iter_rows())
     rows = summary.to_dicts()
     for row in rows:
+        code = row["pcn_code"]
         row["budget_status"], row["budget_text"] = _budget(row)
         row["budget_use"] = (
             round(100 * row["ytd_allowed"] / row["arrs_sum"]) if row["arrs_sum"] else None
         )
+        row["month"] = {name: month.get(code, {}).get(name, 0) for name in _MONTH_FIGURES}
+        row["open_findings"] = open_counts.get(code, 0)
+        row["changes"] = {
+            change: changes.get((code, change), 0) for change in ("new", "persisting", "resolved")
+        }
     return rows
 
 
+def _months_by_pcn(result: RunResult) -> dict[str, list[dict]]:
+    """Each PCN's payments.csv rows, month by month."""
+    months: dict[str, list[dict]] = {}
+    for row in result.payments.to_dicts():
+        months.setdefault(row["pcn_code"], []).append(row)
+    return months
+
+
 def _month_series(result: RunResult) -> list[dict]:
-    lines = result.lines
-    if lines.height == 0:
-        return []
+    """Claimed, allowed and payable per claim month, from payments.csv's rows."""
     months = (
-        lines.group_by("month_date")
-        .agg(pl.col("amount_claimed").sum(), pl.col("amount_allowed").sum())
-        .sort("month_date")
+        result.payments.filter(pl.col("claim_month") != money.UNKNOWN_MONTH)
+        .group_by("claim_month")
+        .agg(pl.col("claimed").sum(), pl.col("allowed").sum(), pl.col("payable").sum())
+        .sort("claim_month")
     )
     return [
         {
-            "label": f"{row['month_date']:%b %Y}",
-            "claimed": row["amount_claimed"],
-            "allowed": row["amount_allowed"],
+            "label": dt.date(int(row["claim_month"][:4]), int(row["claim_month"][5:]), 1).strftime(
+                "%b %Y"
+            ),
+            "claimed": row["claimed"],
+            "allowed": row["allowed"],
+            "payable": row["payable"],
         }
         for row in months.iter_rows(named=True)
     ]
@@ -166,7 +205,11 @@ def _finding_rows(show_names: bool, has_history: bool) -> pl.Expr:
     ]
     if show_names:
         cells.append(pl.format("<td>{}</td>\n", _escaped(pl.col("staff_name"))))
-    cells.append(pl.format("<td>{}</td>\n<td>{}</td>\n", _escaped(pl.col("role")), source))
+    cells.append(
+        pl.format(
+            '<td class="role">{}</td>\n<td class="src">{}</td>\n', _escaped(pl.col("role")), source
+        )
+    )
     for name in ("amount_claimed", "amount_allowed", "amount_at_risk"):
         cells.append(
             pl.format(
@@ -194,19 +237,25 @@ def _open_groups(result: RunResult, ordered: pl.DataFrame) -> dict[str, list[dic
             _finding_rows(result.options.show_names, result.resolved is not None).alias("row")
         )
         .group_by("pcn_code", "rule_id", maintain_order=True)
-        .agg(pl.col("severity").first(), pl.len().alias("count"), pl.col("row").str.join(""))
+        .agg(
+            pl.col("severity").first(),
+            pl.len().alias("count"),
+            pl.col("amount_at_risk").sum().alias("at_risk"),
+            pl.col("row").str.join(""),
+        )
     )
     rules = {
         rule.id: {"title": rule.title, "clause": rule.clause} for rule in result.catalogue.rules
     }
     groups: dict[str, list[dict]] = {}
-    for pcn_code, rule_id, severity, count, rows in shown.iter_rows():
+    for pcn_code, rule_id, severity, count, at_risk, rows in shown.iter_rows():
         groups.setdefault(pcn_code, []).append(
             {
                 "rule_id": rule_id,
                 "severity": severity,
                 "rule": rules[rule_id],
                 "count": count,
+                "at_risk": at_risk,
                 "rows": rows,  # HTML, escaped: pages.py marks it safe
             }
         )
@@ -232,9 +281,8 @@ def _pcn_pages_job(result: RunResult, pcns: list[dict], context: dict) -> dict:
         "context": context,
         "pcns": pcns,
         "groups": _open_groups(result, ordered),
-        "open_totals": dict(
-            ordered.filter(pl.col("status") == "open").group_by("pcn_code").len().iter_rows()
-        ),
+        "open_totals": dict(ordered.filter(OPEN_FINDING).group_by("pcn_code").len().iter_rows()),
+        "months": _months_by_pcn(result),
         "waived": waived,
         "agreements": {row["agreement_id"]: row for row in result.agreements.to_dicts()},
         "resolved": resolved,
@@ -266,19 +314,16 @@ def start_pages(
 
 def _index_job(result: RunResult, context: dict, pcns: list[dict], by_rule: list[dict]) -> dict:
     """What index.html and rules.html show, as plain Python values."""
-    totals = {
-        name: sum(row[name] or 0 for row in pcns)
-        for name in (
-            "lines",
-            "claimed",
-            "allowed",
-            "at_risk",
-            "open_reject",
-            "open_adjust",
-            "open_query",
-            "warnings",
-            "waived",
-        )
+    # The totals of summary.csv's and payments.csv's rows, as money.py adds them up.
+    counts = ("lines", "open_reject", "open_adjust", "open_query", "warnings", "waived")
+    totals = {**money.totals(result.summary, counts), **money.totals(result.summary)}
+    review = context["review_month"]
+    month_totals = money.totals(
+        result.payments.filter(pl.col("claim_month") == review), _MONTH_FIGURES
+    )
+    change_totals = {
+        change: sum(row["changes"][change] for row in pcns)
+        for change in ("new", "persisting", "resolved")
     }
     resolved_counts: dict[str, int] = {}
     if result.resolved is not None:
@@ -292,10 +337,16 @@ def _index_job(result: RunResult, context: dict, pcns: list[dict], by_rule: list
         "rows_checked": result.rows_checked,
         "pcns": pcns,
         "totals": totals,
+        "month_totals": month_totals,
+        "change_totals": change_totals,
+        "open_findings": result.open_findings,
         "by_rule": by_rule,
         "charts": _charts(pcns, by_rule, _month_series(result)),
         "unmatched": result.unmatched_agreements.to_dicts(),
-        "unplaced": result.findings.filter(pl.col("pcn_code") == "")
+        # Rows without a valid PCN code: on no PCN's page, so listed here.
+        "unplaced": result.findings.filter(
+            ~pl.col("pcn_code").is_in(result.summary["pcn_code"].implode())
+        )
         .head(ON_SCREEN_FINDINGS)
         .to_dicts(),
         "resolved_counts": resolved_counts,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Iterator
 
 import polars as pl
 
@@ -63,13 +64,48 @@ def _column_letter(index: int) -> str:
 _XML_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 
 
+# Excel's limits: a sheet holds 1,048,576 rows (one of them the header) and a cell 32,767
+# characters. A frame past the first is split over continuation sheets, a cell past the second
+# is cut with a note; the CSV and JSON outputs always hold everything.
+EXCEL_DATA_ROWS = 1_048_575
+EXCEL_CELL_CHARACTERS = 32_767
+_CUT_AT = EXCEL_CELL_CHARACTERS - 100
+
+
 def _xml_text(expr: pl.Expr) -> pl.Expr:
-    """Text safe inside XML: escaped, and without the control characters XML forbids."""
-    return expr.str.replace_all(r"[\x00-\x08\x0b\x0c\x0e-\x1f]", "").str.replace_many(_XML_ESCAPES)
+    """Text safe inside XML and within Excel's cell limit: without the characters XML forbids
+    (controls, U+FFFE and U+FFFF), escaped, and cut short with a note if too long."""
+    clean = expr.str.replace_all(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x{FFFE}\x{FFFF}]", "")
+    length = clean.str.len_chars()
+    fitted = (
+        pl.when(length > EXCEL_CELL_CHARACTERS)
+        .then(
+            clean.str.slice(0, _CUT_AT)
+            + pl.format("… (cut here: {} characters in all; the CSV has the whole text)", length)
+        )
+        .otherwise(clean)
+    )
+    return fitted.str.replace_many(_XML_ESCAPES)
 
 
-def _sheet(frame: pl.DataFrame, money: tuple[str, ...], widths: dict[str, int]) -> str:
-    """One worksheet's XML, built by Polars for every row at once.
+def within_limits(
+    sheets: list[tuple[str, pl.DataFrame, tuple[str, ...], dict[str, int]]],
+) -> list[tuple[str, pl.DataFrame, tuple[str, ...], dict[str, int]]]:
+    """The sheets with any frame too long for one sheet split over `NAME 2`, `NAME 3` ..."""
+    fitted = []
+    for name, frame, money, widths in sheets:
+        for part, offset in enumerate(range(0, max(frame.height, 1), EXCEL_DATA_ROWS), start=1):
+            label = name if part == 1 else f"{name} {part}"
+            fitted.append((label, frame.slice(offset, EXCEL_DATA_ROWS), money, widths))
+    return fitted
+
+
+ROWS_PER_CHUNK = 20_000  # rows of a sheet built and compressed at a time: memory stays flat
+
+
+def _sheet(frame: pl.DataFrame, money: tuple[str, ...], widths: dict[str, int]) -> Iterator[str]:
+    """One worksheet's XML, in pieces, built by Polars ROWS_PER_CHUNK rows at a time (a
+    national year's lines sheet is hundreds of megabytes of XML: never all of it at once).
 
     Cells carry no reference (the `r` attribute is optional in SpreadsheetML; a row's cells
     are then its columns in order), so a blank cell is written as an empty `<c/>`. Text
@@ -104,30 +140,34 @@ def _sheet(frame: pl.DataFrame, money: tuple[str, ...], widths: dict[str, int]) 
                 _xml_text(text),
             )
         cells.append(pl.when(column.is_null()).then(pl.lit("<c/>")).otherwise(cell))
-    row_number = (pl.int_range(pl.len()) + 2).cast(pl.String)
-    rows = frame.select(
-        pl.concat_str(pl.format('<row r="{}">', row_number), *cells, pl.lit("</row>"))
-        .str.join("")
-        .alias("rows")
-    ).item()
     last = f"{_column_letter(len(columns) - 1)}{frame.height + 1}"
     cols = "".join(
         f'<col min="{i + 1}" max="{i + 1}" width="{widths.get(name, 14)}" customWidth="1"/>'
         for i, name in enumerate(columns)
     )
-    return (
+    yield (
         '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
         '<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
         '<sheetViews><sheetView workbookViewId="0"><pane ySplit="1" topLeftCell="A2" '
         'activePane="bottomLeft" state="frozen"/></sheetView></sheetViews>'
         f"<cols>{cols}</cols><sheetData>"
-        f'<row r="1">{header}</row>' + (rows or "") + "</sheetData>"
-        f'<autoFilter ref="A1:{last}"/></worksheet>'
+        f'<row r="1">{header}</row>'
     )
+    for offset in range(0, frame.height, ROWS_PER_CHUNK):
+        chunk = frame.slice(offset, ROWS_PER_CHUNK)
+        row_number = (pl.int_range(pl.len()) + offset + 2).cast(pl.String)
+        yield chunk.select(
+            pl.concat_str(pl.format('<row r="{}">', row_number), *cells, pl.lit("</row>"))
+            .str.join("")
+            .alias("rows")
+        ).item()
+    yield f'</sheetData><autoFilter ref="A1:{last}"/></worksheet>'
 
 
 def workbook(sheets: list[tuple[str, pl.DataFrame, tuple[str, ...], dict[str, int]]]) -> bytes:
-    """An .xlsx of (name, frame, money columns in pence, column widths) sheets."""
+    """An .xlsx of (name, frame, money columns in pence, column widths) sheets, split and
+    cut to Excel's limits (within_limits, _xml_text)."""
+    sheets = within_limits(sheets)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as book:
         book.writestr(
@@ -165,5 +205,7 @@ def workbook(sheets: list[tuple[str, pl.DataFrame, tuple[str, ...], dict[str, in
         )
         book.writestr("xl/styles.xml", _STYLES)
         for n, (_, frame, money, widths) in enumerate(sheets, start=1):
-            book.writestr(f"xl/worksheets/sheet{n}.xml", _sheet(frame, money, widths))
+            with book.open(f"xl/worksheets/sheet{n}.xml", "w", force_zip64=True) as part:
+                for piece in _sheet(frame, money, widths):
+                    part.write(piece.encode("utf-8"))
     return buffer.getvalue()

@@ -1,0 +1,64 @@
+"""Outputs within the limits of the programs that open them: a workbook Excel opens (no sheet
+past 1,048,576 rows, no cell past 32,767 characters, no character XML forbids), and messages
+that name a few companions, never all of them. Read back with calamine (fastexcel), as an
+auditor's spreadsheet would read them."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import fastexcel
+import polars as pl
+
+from tests.helpers import claims, register, run_cli
+from validator import xlsx
+
+
+def test_a_long_cell_and_a_forbidden_character_still_make_a_workbook(tmp_path):
+    long_name = "x" * 40_000
+    claim_file = claims(tmp_path / "c.csv", {"staff_id": "S\ufffe1", "role": long_name})
+    pcns = register(tmp_path / "p.csv")
+    out = tmp_path / "o"
+    completed = run_cli("run", str(claim_file), "--pcns", str(pcns), "--out", str(out))
+    assert completed.returncode == 1, completed.stderr
+    book = fastexcel.read_excel(out / "exceptions.xlsx")
+    findings = book.load_sheet("findings").to_polars()
+    assert findings.height == 2  # the two bad fields: staff_id and role
+    for column in findings.columns:
+        for value in findings[column].cast(pl.String).drop_nulls():
+            assert len(value) <= xlsx.EXCEL_CELL_CHARACTERS and "\ufffe" not in value
+
+
+def test_a_sheet_too_long_for_excel_continues_on_the_next(monkeypatch, tmp_path):
+    monkeypatch.setattr(xlsx, "EXCEL_DATA_ROWS", 3)
+    frame = pl.DataFrame({"rule_id": [f"R{n}" for n in range(7)], "amount": list(range(7))})
+    path = tmp_path / "book.xlsx"
+    path.write_bytes(xlsx.workbook([("findings", frame, ("amount",), {})]))
+    book = fastexcel.read_excel(path)
+    assert book.sheet_names == ["findings", "findings 2", "findings 3"]
+    read = pl.concat(book.load_sheet(name).to_polars() for name in book.sheet_names)
+    assert read["rule_id"].to_list() == frame["rule_id"].to_list()
+    assert [str(value) for value in read["amount"]] == [
+        "0.0",
+        "0.01",
+        "0.02",
+        "0.03",
+        "0.04",
+        "0.05",
+        "0.06",
+    ]
+
+
+def test_many_duplicates_name_five_others_and_count_the_rest(tmp_path):
+    claim_file = claims(tmp_path / "c.csv", *({} for _ in range(40)))
+    pcns = register(tmp_path / "p.csv")
+    out = tmp_path / "o"
+    completed = run_cli("run", str(claim_file), "--pcns", str(pcns), "--out", str(out))
+    assert completed.returncode == 1, completed.stderr
+    rows = list(csv.DictReader(io.StringIO((out / "exceptions.csv").read_text())))
+    dup = [row for row in rows if row["rule_id"] == "DUP-01"]
+    assert len(dup) == 40
+    first = next(row for row in dup if row["source_line"] == "2")
+    assert "c.csv line 3 (U10001)" in first["message"] and "and 34 more" in first["message"]
+    assert "line 2 (U10001)" not in first["message"]
