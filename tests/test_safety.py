@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -525,3 +526,53 @@ def test_a_row_of_garbage_makes_a_few_findings_not_one_per_field(tmp_path):
         assert sum(f"column {column} is" in message for message in messages) == 1, messages
     [rest] = [message for message in messages if "more column(s)" in message]
     assert "5 more column(s) as well: role, wte, employment_start, monthly_salary" in rest
+
+
+# --- a --previous folder that is not what this tool wrote ---------------------------------
+
+
+@pytest.mark.parametrize("damage", ["short row", "cp1252", "utf-16", "20 MB field"])
+def test_a_damaged_previous_run_is_named_not_a_crash(tmp_path, damage):
+    earlier = tmp_path / "earlier"
+    assert run_into(tmp_path, earlier, "--fail-on", "never").returncode == 0
+    text = "rule_id,severity,status,agreement_id,pcn_code,staff_id,role,claim_month\n"
+    text += "CAP-01,adjust,open,,U10001,S001,clinical_pharmacist,2021-06\n"
+    path = earlier / "exceptions.csv"
+    if damage == "short row":
+        path.write_text(text + "CAP-01,adjust\n")
+    elif damage == "cp1252":
+        path.write_bytes((text + "SCH-01,reject,open,,U10001,Sí £,x,2021-06\n").encode("cp1252"))
+    elif damage == "utf-16":
+        path.write_text(text, encoding="utf-16")
+    else:
+        path.write_text(text + "CAP-01,adjust,open,," + "x" * 20_000_000 + ",S1,r,2021-06\n")
+    completed = run_into(tmp_path, tmp_path / "out", "--previous", str(earlier))
+    assert_refused(completed, "--previous", "exceptions.csv")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_claims_folder_the_run_may_not_list_is_named_and_the_rest_validated(tmp_path):
+    """Root lists any folder whatever its mode, so as root the run is made without the two
+    capabilities that let it (as tests/test_hostile.py's unreadable-file case does)."""
+    closed = tmp_path / "closed"
+    claims(closed / "c.csv", {})
+    closed.chmod(0o000)
+    good = claims(tmp_path / "open" / "c.csv", {"staff_id": "S2"})
+    command = [*CLI, "run", str(closed), str(good.parent), "--pcns"]
+    command += [str(register(tmp_path / "p.csv")), "--out", str(tmp_path / "out")]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        assert setpriv, "setpriv (util-linux) is needed to take root's right to read anything"
+        drop = "--bounding-set=-dac_override,-dac_read_search"
+        command = [setpriv, "--inh-caps=-all", drop, *command]
+    try:
+        completed = subprocess.run(
+            command, capture_output=True, text=True, cwd=PROJECT, timeout=300
+        )
+    finally:
+        closed.chmod(0o755)
+    assert completed.returncode == 2, completed.stderr
+    assert "closed: cannot be read (Permission denied)" in completed.stderr
+    assert "Traceback" not in completed.stderr
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["reconciliation"]["rows_checked"] == 1  # the open folder's line

@@ -66,16 +66,34 @@ def with_fingerprints(
 def read_previous(folder: Path, yearly_rules: frozenset[str] = frozenset()) -> pl.DataFrame:
     """The findings of an earlier run (its exceptions.csv), with their fingerprints."""
     path = folder / "exceptions.csv"
+    where = f"--previous {folder}: {path.name}"
     try:
         with path.open(encoding="utf-8", newline="") as handle:
-            rows = list(csv.DictReader(handle))
+            reader = csv.DictReader(handle)
+            rows = list(reader)
     except OSError as error:
         raise ConfigError(
             f"--previous {folder}: cannot read {path.name} ({error.strerror or error}); "
             "give the output folder of an earlier run"
         ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"{where} is not UTF-8 text, so it is not an arrs-validate output (was it saved "
+            "again from a spreadsheet?); give the output folder of an earlier run"
+        ) from None
+    except csv.Error as error:
+        raise ConfigError(
+            f"{where} is not a CSV this tool wrote ({error}); give the output folder of an "
+            "earlier run"
+        ) from None
     if rows and not set(FINGERPRINT_KEYS) <= set(rows[0]):
-        raise ConfigError(f"--previous {folder}: {path.name} is not an arrs-validate output")
+        raise ConfigError(f"{where} is not an arrs-validate output")
+    for number, row in enumerate(rows, start=2):
+        if None in row or None in row.values():
+            raise ConfigError(
+                f"{where} line {number}: has a different number of fields from its header; "
+                "it is not as this tool wrote it. Give the output folder of an earlier run"
+            )
 
     def unsafe(text: str) -> str:  # undo the formula-safety prefix of the CSV
         return text[1:] if text[:2] in {"'=", "'+", "'-", "'@", "'\t", "'\r"} else text
