@@ -318,3 +318,32 @@ def test_two_mhps_over_the_number_limit(tmp_path):
 def test_the_json_schema_names_the_new_arrays():
     schema = json.loads((PROJECT / "schemas" / "exceptions.schema.json").read_text())
     assert {"payments", "lines"} <= set(schema["required"])
+
+
+def test_several_unmet_conditions_of_one_line_follow_training_csv(tmp_path):
+    """A link worker missing all three conditions: TRN-01 three times, in the order of
+    reference/training.csv, and the first (the Personalised Care Institute training) carries
+    the whole claim."""
+    worker = {
+        "role": "social_prescribing_link_worker",
+        "training_status": "not_started",
+        "splw_online_programme": "N",
+        "peer_support": "N",
+        "amount_claimed": "2500.00",
+    }
+    result = run_case(tmp_path, [worker])
+    trn = result.findings.filter(pl.col("rule_id") == "TRN-01")
+    assert trn.height == 3
+    messages = trn["message"].to_list()
+    assert "training_status" in messages[0]
+    assert "splw_online_programme" in messages[1] and "peer_support" in messages[2]
+    assert trn["amount_at_risk"].to_list() == [250_000, 0, 0]
+
+
+def test_the_readmes_sample_figures_are_the_sample_runs(tmp_path):
+    out = tmp_path / "out"
+    assert run_sample(out).returncode == 2
+    money = json.loads((out / "manifest.json").read_text())["money"]
+    readme = " ".join((PROJECT / "README.md").read_text().split())
+    for name in ("claimed", "allowed", "budget_excess", "payable", "at_risk"):
+        assert f"£{Decimal(money[name]):,.2f}" in readme, name

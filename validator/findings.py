@@ -382,6 +382,12 @@ def finalise(
         parts.append(
             _with_messages(catalogue, detail, _LINE_FIELDS).with_columns(
                 pl.col("month_date").dt.strftime("%Y-%m").alias("claim_month"),
+                # Several TRN findings of one line: in the order of training.csv.
+                (
+                    pl.col("condition_order")
+                    if "condition_order" in detail.columns
+                    else pl.lit(None, dtype=pl.Int64)
+                ).alias("position"),
             )
         )
 

@@ -238,7 +238,11 @@ def _checked_rows(lines: pl.DataFrame, eligible: pl.DataFrame, cost_cap: str) ->
     fee held to its limit."""
     figures = eligible.select(
         "row_no",
-        pl.col("monthly_maximum").cast(pl.Int64),
+        # Blank, not £0.00, where no rate was found (REF-01): there is no maximum to show.
+        pl.when(pl.col("rate_found") == 1)
+        .then(pl.col("monthly_maximum"))
+        .cast(pl.Int64)
+        .alias("monthly_maximum"),
         pl.col(cost_cap).cast(pl.Int64).alias("cost_cap"),
     )
     return lines.select(

@@ -121,7 +121,12 @@ def _charts(pcns: list[dict], by_rule: list[dict], months: list[dict]) -> dict:
         key=lambda row: (-row["budget_use"], row["pcn_code"]),
     )
     open_by_rule = sorted(
-        ({"label": row["rule_id"], "value": row["open"]} for row in by_rule if row["open"]),
+        # "Open findings" are open reject, adjust and query findings, here as everywhere.
+        (
+            {"label": row["rule_id"], "value": row["open"]}
+            for row in by_rule
+            if row["open"] and row["severity"] != "warning"
+        ),
         key=lambda row: (-row["value"], row["label"]),
     )
     return {
