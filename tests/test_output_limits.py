@@ -34,7 +34,7 @@ def test_a_sheet_too_long_for_excel_continues_on_the_next(monkeypatch, tmp_path)
     monkeypatch.setattr(xlsx, "EXCEL_DATA_ROWS", 3)
     frame = pl.DataFrame({"rule_id": [f"R{n}" for n in range(7)], "amount": list(range(7))})
     path = tmp_path / "book.xlsx"
-    path.write_bytes(xlsx.workbook([("findings", frame, ("amount",), {})]))
+    xlsx.workbook(path, [("findings", frame, ("amount",), {})])
     book = fastexcel.read_excel(path)
     assert book.sheet_names == ["findings", "findings 2", "findings 3"]
     read = pl.concat(book.load_sheet(name).to_polars() for name in book.sheet_names)

@@ -10,9 +10,11 @@ deterministic: the same inputs give byte-identical files.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import platform
 from pathlib import Path
+from typing import BinaryIO
 
 import polars as pl
 
@@ -49,8 +51,8 @@ def money_pounds(pence: int) -> str:
     return f"{sign}{abs(pence) // 100}.{abs(pence) % 100:02d}"
 
 
-def _csv_text(frame: pl.DataFrame, columns: list[str], money: tuple[str, ...]) -> str:
-    """The frame as CSV: money formatted, text formula-safe, nothing as blank, LF endings."""
+def _cells(frame: pl.DataFrame, columns: list[str], money: tuple[str, ...]) -> pl.DataFrame:
+    """The frame's cells as the CSV files write them: money formatted, text formula-safe."""
     cells = []
     for name in columns:
         column = pl.col(name)
@@ -60,14 +62,32 @@ def _csv_text(frame: pl.DataFrame, columns: list[str], money: tuple[str, ...]) -
             cells.append(formula_safe(column).alias(name))
         else:
             cells.append(column.cast(pl.String).alias(name))
-    return frame.select(cells).write_csv(line_terminator="\n", null_value="")
+    return frame.select(cells)
+
+
+def _csv_text(frame: pl.DataFrame, columns: list[str], money: tuple[str, ...]) -> str:
+    """The frame as CSV: money formatted, text formula-safe, nothing as blank, LF endings."""
+    return _cells(frame, columns, money).write_csv(line_terminator="\n", null_value="")
+
+
+def _csv_outputs(result: RunResult) -> list[tuple[str, pl.DataFrame, list[str], tuple[str, ...]]]:
+    """(file name, frame, columns, money columns) of each CSV output."""
+    return [
+        ("exceptions.csv", result.findings, _finding_csv_columns(result), _MONEY_FINDING),
+        ("summary.csv", result.summary, SUMMARY_COLUMNS, MONEY_SUMMARY),
+        ("payments.csv", result.payments, PAYMENT_COLUMNS, MONEY_PAYMENTS),
+        ("lines.csv", result.every_line, LINE_COLUMNS, MONEY_LINES),
+    ]
+
+
+def _finding_csv_columns(result: RunResult) -> list[str]:
+    return FINDING_COLUMNS + (["fingerprint", "change"] if result.resolved is not None else [])
 
 
 def exceptions_csv(result: RunResult) -> str:
     """exceptions.csv's columns (README "Outputs"); with --previous, `fingerprint` and
     `change` after them."""
-    columns = FINDING_COLUMNS + (["fingerprint", "change"] if result.resolved is not None else [])
-    return _csv_text(result.findings, columns, _MONEY_FINDING)
+    return _csv_text(result.findings, _finding_csv_columns(result), _MONEY_FINDING)
 
 
 def summary_csv(result: RunResult) -> str:
@@ -150,18 +170,19 @@ def write_files(folder: Path, files: dict[str, bytes | str]) -> None:
         path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
 
 
-def data_files(result: RunResult, run_id: str) -> dict[str, bytes | str]:
-    """The findings as data: exceptions.csv, summary.csv, payments.csv, lines.csv,
-    exceptions.json, exceptions.xlsx (the CLI builds them while child processes render the
-    pages)."""
-    return {
-        "exceptions.csv": exceptions_csv(result),
-        "summary.csv": summary_csv(result),
-        "payments.csv": payments_csv(result),
-        "lines.csv": lines_csv(result),
-        "exceptions.json": exceptions_json(result, run_id),
-        "exceptions.xlsx": exceptions_xlsx(result),
-    }
+def data_files(result: RunResult, run_id: str, folder: Path) -> dict[str, bytes | str]:
+    """Write the findings as data into `folder`: exceptions.csv, summary.csv, payments.csv,
+    lines.csv, exceptions.json, exceptions.xlsx (the CLI builds them while child processes
+    render the pages). Each is written to its file as it is built, a slice at a time where
+    it is long: a national year's are 300 MB of text, and held whole, twice over (as text
+    and as its bytes), they were most of a run's peak memory. Returns nothing left to
+    write (the files are on disk)."""
+    for name, frame, columns, money in _csv_outputs(result):
+        _cells(frame, columns, money).write_csv(folder / name, line_terminator="\n", null_value="")
+    with (folder / "exceptions.json").open("wb") as handle:
+        write_exceptions_json(result, run_id, handle)
+    exceptions_xlsx(result, folder / "exceptions.xlsx")
+    return {}
 
 
 def write_outputs(
@@ -193,6 +214,28 @@ def _money_cells(frame: pl.DataFrame, money: tuple[str, ...]) -> pl.DataFrame:
 
 
 def exceptions_json(result: RunResult, run_id: str) -> str:
+    """exceptions.json as text (write_exceptions_json's bytes)."""
+    buffer = io.BytesIO()
+    write_exceptions_json(result, run_id, buffer)
+    return buffer.getvalue().decode("utf-8")
+
+
+JSON_ROWS_PER_SLICE = 50_000  # rows serialised at a time: a national year's lines never whole
+
+
+def _json_rows(frame: pl.DataFrame, money: tuple[str, ...], handle: BinaryIO) -> None:
+    """The frame as a JSON array of row objects (Polars' own serialisation, in column order),
+    money as pounds text, written a slice at a time."""
+    handle.write(b"[")
+    for offset in range(0, frame.height, JSON_ROWS_PER_SLICE):
+        rows = _money_cells(frame.slice(offset, JSON_ROWS_PER_SLICE), money).write_json()
+        if offset:
+            handle.write(b",")
+        handle.write(rows[1:-1].encode("utf-8"))
+    handle.write(b"]")
+
+
+def write_exceptions_json(result: RunResult, run_id: str, handle: BinaryIO) -> None:
     """exceptions.json: findings, summary and (with --previous) resolved findings, in the
     documented, versioned format of schemas/exceptions.schema.json. Money is a string of
     pounds with two decimals, exact."""
@@ -210,30 +253,16 @@ def exceptions_json(result: RunResult, run_id: str) -> str:
         "review_month": result.review_month.strftime("%Y-%m") if result.review_month else None,
         "rule_catalogue_sha256": result.catalogue.digest,
     }
-    # The long arrays are serialised by Polars (row objects, in column order).
-    findings = _money_cells(result.findings.select(finding_columns), _MONEY_FINDING)
-    summary = _money_cells(result.summary.select(SUMMARY_COLUMNS), MONEY_SUMMARY)
-    payments = _money_cells(result.payments.select(PAYMENT_COLUMNS), MONEY_PAYMENTS)
-    lines = _money_cells(result.every_line.select(LINE_COLUMNS), MONEY_LINES)
-    return (
-        # One join, not a chain of +: each + would copy the long arrays again.
-        "".join(
-            [
-                json.dumps(head, ensure_ascii=False)[:-1],
-                ', "findings": ',
-                findings.write_json(),
-                ', "summary": ',
-                summary.write_json(),
-                ', "payments": ',
-                payments.write_json(),
-                ', "lines": ',
-                lines.write_json(),
-                ', "resolved": ',
-                json.dumps(resolved, ensure_ascii=False),
-                "}\n",
-            ]
-        )
-    )
+    handle.write(json.dumps(head, ensure_ascii=False)[:-1].encode("utf-8"))
+    for key, frame, columns, money in (
+        ("findings", result.findings, finding_columns, _MONEY_FINDING),
+        ("summary", result.summary, SUMMARY_COLUMNS, MONEY_SUMMARY),
+        ("payments", result.payments, PAYMENT_COLUMNS, MONEY_PAYMENTS),
+        ("lines", result.every_line, LINE_COLUMNS, MONEY_LINES),
+    ):
+        handle.write(f', "{key}": '.encode())
+        _json_rows(frame.select(columns), money, handle)
+    handle.write(f', "resolved": {json.dumps(resolved, ensure_ascii=False)}}}\n'.encode())
 
 
 def _run_sheet(result: RunResult) -> pl.DataFrame:
@@ -259,9 +288,9 @@ def _run_sheet(result: RunResult) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=["section", "item", "value"], orient="row")
 
 
-def exceptions_xlsx(result: RunResult) -> bytes:
-    """exceptions.xlsx for auditors: findings, summary and rules sheets, money as numbers
-    in £ format, headers frozen and filterable."""
+def exceptions_xlsx(result: RunResult, path: Path) -> None:
+    """Write exceptions.xlsx for auditors to `path`: findings, summary and rules sheets,
+    money as numbers in £ format, headers frozen and filterable."""
     rules = pl.DataFrame(
         [
             {
@@ -286,7 +315,8 @@ def exceptions_xlsx(result: RunResult) -> bytes:
                 {"message": 90, "source_file": 30},
             )
         ]
-    return xlsx.workbook(
+    xlsx.workbook(
+        path,
         [
             (
                 "findings",
@@ -310,5 +340,5 @@ def exceptions_xlsx(result: RunResult) -> bytes:
             *resolved,
             ("run", _run_sheet(result), (), {"section": 18, "item": 40, "value": 70}),
             ("rules", rules, (), {"title": 50, "clause": 80, "rationale": 100}),
-        ]
+        ],
     )

@@ -19,8 +19,6 @@ the words; the exit code is decided here because the manifest records it.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import datetime as dt
 import errno
 import fcntl
@@ -198,6 +196,8 @@ def _exchange(source: Path, target: Path) -> bool:
     """Atomically swap two folders (Linux renameat2 RENAME_EXCHANGE); False if unsupported."""
     if platform.system() != "Linux":
         return False
+    import ctypes.util  # here, not at the top: it costs `rules` and `--help` 15 ms to start
+
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     if not hasattr(libc, "renameat2"):
         return False
@@ -468,7 +468,7 @@ class OutputRun:
                 with result.timings("report"):
                     # A child process renders the pages while this one builds the data files.
                     start_pages(result, self.started, self.run_id, staging.folder, rendering)
-                    data = data_files(result, self.run_id)
+                    data = data_files(result, self.run_id, staging.folder)
                     rendering.wait()
                 self.event("phase", name="outputs")
                 with result.timings("outputs"):

@@ -8,9 +8,10 @@ cells took over five seconds; this writes the same workbook in a fraction of tha
 
 from __future__ import annotations
 
-import io
 import zipfile
 from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
 
 import polars as pl
 
@@ -164,12 +165,15 @@ def _sheet(frame: pl.DataFrame, money: tuple[str, ...], widths: dict[str, int]) 
     yield f'</sheetData><autoFilter ref="A1:{last}"/></worksheet>'
 
 
-def workbook(sheets: list[tuple[str, pl.DataFrame, tuple[str, ...], dict[str, int]]]) -> bytes:
-    """An .xlsx of (name, frame, money columns in pence, column widths) sheets, split and
-    cut to Excel's limits (within_limits, _xml_text)."""
+def workbook(
+    path: Path | BinaryIO,
+    sheets: list[tuple[str, pl.DataFrame, tuple[str, ...], dict[str, int]]],
+) -> None:
+    """Write to `path` an .xlsx of (name, frame, money columns in pence, column widths)
+    sheets, split and cut to Excel's limits (within_limits, _xml_text). Written as it is
+    built: the workbook is never held whole in memory."""
     sheets = within_limits(sheets)
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as book:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as book:
         book.writestr(
             "[Content_Types].xml",
             _CONTENT_TYPES.format(
@@ -208,4 +212,3 @@ def workbook(sheets: list[tuple[str, pl.DataFrame, tuple[str, ...], dict[str, in
             with book.open(f"xl/worksheets/sheet{n}.xml", "w", force_zip64=True) as part:
                 for piece in _sheet(frame, money, widths):
                     part.write(piece.encode("utf-8"))
-    return buffer.getvalue()
