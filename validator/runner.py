@@ -26,9 +26,7 @@ import json
 import os
 import platform
 import shutil
-import socket
 import stat
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -149,7 +147,7 @@ class OutputLock:
             json.dumps(
                 {
                     "pid": os.getpid(),
-                    "host": socket.gethostname(),
+                    "host": _hostname(),
                     "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 }
             ).encode(),
@@ -192,6 +190,12 @@ def clear_leftovers(out: Path) -> threading.Thread:
     return thread
 
 
+def _hostname() -> str:
+    import socket  # here, not at the top: 9 ms of every `rules` and `--help` otherwise
+
+    return socket.gethostname()
+
+
 def _exchange(source: Path, target: Path) -> bool:
     """Atomically swap two folders (Linux renameat2 RENAME_EXCHANGE); False if unsupported."""
     if platform.system() != "Linux":
@@ -220,6 +224,8 @@ class Staging:
     def __init__(self, out: Path) -> None:
         self.out = out
         self.out.parent.mkdir(parents=True, exist_ok=True)
+        import tempfile  # (here: `rules` and `--help` need no temporary folder)
+
         self.folder = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.new-", dir=self.out.parent))
         self.published = False
 
@@ -228,6 +234,8 @@ class Staging:
         try:
             os.sync()  # everything on disk before it is published (one call, not one per file)
             staging.chmod(0o755)
+            import tempfile
+
             previous = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
             previous.rmdir()
             if out.exists() and _exchange(staging, out):

@@ -8,12 +8,35 @@ into exact types: pence, WTE units and dates.
 
 from __future__ import annotations
 
-import pandera.polars as pa
-import polars as pl
-from pandera.errors import SchemaErrors
+import sys
 
-from validator import values as v
-from validator.load import CLAIM_COLUMNS
+import polars as pl
+
+
+def _import_pandera():
+    """Import Pandera's Polars API and its built-in checks without Hypothesis.
+
+    Pandera imports Hypothesis, when it is installed, for the data synthesis this tool never
+    uses: that alone took 80 ms of every run's start (more than reading a month of claims).
+    Hiding it while Pandera loads leaves Pandera's own fallback in place; anything that has
+    imported Hypothesis already (a test) keeps it, and it stays importable afterwards."""
+    hide = "hypothesis" not in sys.modules
+    if hide:
+        sys.modules["hypothesis"] = None  # type: ignore[assignment]  (an ImportError)
+    try:
+        import pandera.backends.polars.builtin_checks
+        import pandera.polars
+    finally:
+        if hide:
+            del sys.modules["hypothesis"]
+    return pandera.polars
+
+
+pa = _import_pandera()
+from pandera.errors import SchemaErrors  # noqa: E402  (after Pandera's import above)
+
+from validator import values as v  # noqa: E402
+from validator.load import CLAIM_COLUMNS  # noqa: E402
 
 SCHEMA_FAILURE_COLUMNS = {
     "row_no": pl.Int64,

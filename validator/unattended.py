@@ -7,7 +7,6 @@ import datetime as dt
 import json
 import re
 import signal
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -137,6 +136,8 @@ def check_month_policy(policy: str, where: str) -> str:
 def load_config(path: Path) -> RunConfig:
     if path.exists() and not path.is_file():
         raise ConfigError(f"--config {path}: not a regular file; give a TOML file")
+    import tomllib  # here: `--help` reads no TOML, and tomllib takes 10 ms to import
+
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
