@@ -269,7 +269,19 @@ def _attribute(
     `claims`: row_no -> amount_claimed of every input row; `months`: the month_excess
     of each PCN month whose budget finding is open (withheld)."""
     is_open = pl.col("status") == "open"
-    by_line = findings.filter(pl.col("row_no").is_not_null()).join(
+    # Only the columns the attribution reads: every filter below would otherwise copy each
+    # finding's message (at a million lines, a gigabyte more at this step's peak).
+    keys = findings.select(
+        "order",
+        "row_no",
+        "rule_id",
+        "status",
+        "severity",
+        "pcn_code",
+        "claim_month",
+        "amount_claimed",
+    )
+    by_line = keys.filter(pl.col("row_no").is_not_null()).join(
         claims, on="row_no", how="left", suffix="_line"
     )
     # The first open reject of a line (in output order) carries its whole claim; if a row
@@ -286,13 +298,16 @@ def _attribute(
     rejected_rows = by_line.filter(reject | pl.col("schema_rejected"))["row_no"].unique()
     # A line without an open reject: its open adjust findings, highest cap first (then
     # rule ID), each remove max(0, running - cap) from a running amount starting at the claim.
+    adjusted = by_line.filter(
+        is_open
+        & (pl.col("severity") == "adjust")
+        & ~pl.col("row_no").is_in(rejected_rows.implode())
+    )
+    # The caps of these lines only: joined whole, the caps of every line (a row per adjust
+    # rule per line) made the run's largest hash table.
+    adjusted_caps = caps.filter(pl.col("row_no").is_in(adjusted["row_no"].implode()))
     waterfall = (
-        by_line.filter(
-            is_open
-            & (pl.col("severity") == "adjust")
-            & ~pl.col("row_no").is_in(rejected_rows.implode())
-        )
-        .join(caps, on=["row_no", "rule_id"], how="left")
+        adjusted.join(adjusted_caps, on=["row_no", "rule_id"], how="left")
         .with_columns(pl.col("cap").fill_null(pl.col("amount_claimed_line")))
         .sort("row_no", "cap", "rule_id", "order", descending=[False, True, False, False])
         .with_columns(
@@ -308,7 +323,7 @@ def _attribute(
         .select("order", (pl.col("_running") - pl.col("cap")).clip(lower_bound=0).alias("_cut"))
     )
     budget = (
-        findings.filter(pl.col("row_no").is_null() & is_open)
+        keys.filter(pl.col("row_no").is_null() & is_open)
         .join(months, on=["pcn_code", "claim_month", "rule_id"])
         .sort("order")
         .group_by("pcn_code", "claim_month", maintain_order=True)
@@ -471,7 +486,8 @@ def _summary(payments, findings, lines, register, review, names) -> pl.DataFrame
     its ARRS sum for the review year and its findings counted."""
     review_year = v.financial_year(review)
     ytd = (
-        lines.filter((pl.col("financial_year") == review_year) & (pl.col("month_date") <= review))
+        lines.select("pcn_code", "financial_year", "month_date", "amount_allowed")
+        .filter((pl.col("financial_year") == review_year) & (pl.col("month_date") <= review))
         .group_by("pcn_code")
         .agg(pl.col("amount_allowed").sum().alias("ytd_allowed"))
     )
