@@ -73,20 +73,55 @@ EXCEL_CELL_CHARACTERS = 32_767
 _CUT_AT = EXCEL_CELL_CHARACTERS - 100
 
 
-def _xml_text(expr: pl.Expr) -> pl.Expr:
+_FORBIDDEN = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x{FFFE}\x{FFFF}]"
+_EDGE_SPACE = r"^\s|\s$"
+
+
+def _xml_text(expr: pl.Expr, needs: dict[str, bool] | None = None) -> pl.Expr:
     """Text safe inside XML and within Excel's cell limit: without the characters XML forbids
-    (controls, U+FFFE and U+FFFF), escaped, and cut short with a note if too long."""
-    clean = expr.str.replace_all(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x{FFFE}\x{FFFF}]", "")
-    length = clean.str.len_chars()
-    fitted = (
-        pl.when(length > EXCEL_CELL_CHARACTERS)
-        .then(
-            clean.str.slice(0, _CUT_AT)
-            + pl.format("… (cut here: {} characters in all; the CSV has the whole text)", length)
+    (controls, U+FFFE and U+FFFF), escaped, and cut short with a note if too long.
+
+    `needs` (_text_needs) says which of these steps the column's text needs at all: a step
+    no cell needs is left out, with the same result (a national year's lines sheet has
+    millions of text cells, and none of them a control character or 32,767 characters)."""
+    needs = needs or {"forbidden": True, "long": True, "escapes": True}
+    clean = expr.str.replace_all(_FORBIDDEN, "") if needs["forbidden"] else expr
+    fitted = clean
+    if needs["long"]:
+        length = clean.str.len_chars()
+        fitted = (
+            pl.when(length > EXCEL_CELL_CHARACTERS)
+            .then(
+                clean.str.slice(0, _CUT_AT)
+                + pl.format(
+                    "… (cut here: {} characters in all; the CSV has the whole text)", length
+                )
+            )
+            .otherwise(clean)
         )
-        .otherwise(clean)
-    )
-    return fitted.str.replace_many(_XML_ESCAPES)
+    return fitted.str.replace_many(_XML_ESCAPES) if needs["escapes"] else fitted
+
+
+def _text_needs(frame: pl.DataFrame, names: list[str]) -> dict[str, dict[str, bool]]:
+    """For each text column: whether any cell has a character XML forbids, is past Excel's
+    cell limit (counted in bytes, which are never fewer than characters), has a character
+    to escape, or has a space at an edge. One pass over the frame."""
+    if not names or frame.height == 0:
+        return {
+            name: dict.fromkeys(("forbidden", "long", "escapes", "edged"), False) for name in names
+        }
+    checks = {
+        "forbidden": lambda text: text.str.contains(_FORBIDDEN),
+        "long": lambda text: text.str.len_bytes() > EXCEL_CELL_CHARACTERS,
+        "escapes": lambda text: text.str.contains(r"[&<>]"),
+        "edged": lambda text: text.str.contains(_EDGE_SPACE),
+    }
+    found = frame.select(
+        check(pl.col(name).cast(pl.String)).any().alias(f"{name}\0{step}")
+        for name in names
+        for step, check in checks.items()
+    ).row(0, named=True)
+    return {name: {step: bool(found[f"{name}\0{step}"]) for step in checks} for name in names}
 
 
 def within_limits(
@@ -118,6 +153,8 @@ def _sheet(frame: pl.DataFrame, money: tuple[str, ...], widths: dict[str, int]) 
         f'<c r="{_column_letter(i)}1" t="inlineStr" s="1"><is><t>{name}</t></is></c>'
         for i, name in enumerate(columns)
     )
+    texts = [name for name in columns if name not in money and not frame.schema[name].is_numeric()]
+    needs = _text_needs(frame, texts)
     cells = []
     for name in columns:
         column = pl.col(name)
@@ -134,13 +171,21 @@ def _sheet(frame: pl.DataFrame, money: tuple[str, ...], widths: dict[str, int]) 
             cell = pl.format("<c><v>{}</v></c>", column.cast(pl.String))
         else:
             text = column.cast(pl.String)
-            edged = text.str.contains(r"^\s|\s$")
-            cell = pl.format(
-                '<c t="inlineStr"><is><t{}>{}</t></is></c>',
-                pl.when(edged).then(pl.lit(' xml:space="preserve"')).otherwise(pl.lit("")),
-                _xml_text(text),
-            )
-        cells.append(pl.when(column.is_null()).then(pl.lit("<c/>")).otherwise(cell))
+            if needs[name]["edged"]:
+                cell = pl.format(
+                    '<c t="inlineStr"><is><t{}>{}</t></is></c>',
+                    pl.when(text.str.contains(_EDGE_SPACE))
+                    .then(pl.lit(' xml:space="preserve"'))
+                    .otherwise(pl.lit("")),
+                    _xml_text(text, needs[name]),
+                )
+            else:
+                cell = pl.format(
+                    '<c t="inlineStr"><is><t>{}</t></is></c>', _xml_text(text, needs[name])
+                )
+        if frame[name].null_count():
+            cell = pl.when(column.is_null()).then(pl.lit("<c/>")).otherwise(cell)
+        cells.append(cell)
     last = f"{_column_letter(len(columns) - 1)}{frame.height + 1}"
     cols = "".join(
         f'<col min="{i + 1}" max="{i + 1}" width="{widths.get(name, 14)}" customWidth="1"/>'
