@@ -228,10 +228,11 @@ def _json_rows(frame: pl.DataFrame, money: tuple[str, ...], handle: BinaryIO) ->
     money as pounds text, written a slice at a time."""
     handle.write(b"[")
     for offset in range(0, frame.height, JSON_ROWS_PER_SLICE):
-        rows = _money_cells(frame.slice(offset, JSON_ROWS_PER_SLICE), money).write_json()
+        rows = io.BytesIO()  # Polars' UTF-8 as it is: never decoded to text and back
+        _money_cells(frame.slice(offset, JSON_ROWS_PER_SLICE), money).write_json(rows)
         if offset:
             handle.write(b",")
-        handle.write(rows[1:-1].encode("utf-8"))
+        handle.write(rows.getbuffer()[1:-1])
     handle.write(b"]")
 
 
