@@ -83,6 +83,28 @@ def test_digest_changes_with_any_rule_byte(tmp_path):
     assert load_catalogue(copy).digest != CATALOGUE.digest
 
 
+def test_a_cached_catalogue_is_the_same_and_a_changed_rule_is_read_afresh(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    copy = tmp_path / "rules"
+    shutil.copytree(RULES_DIR, copy)
+    first = load_catalogue(copy)
+    assert list((tmp_path / "cache" / "arrs-validate").glob("catalogue-*.pickle"))
+    cached = load_catalogue(copy)
+    assert cached == first
+    path = copy / "cap" / "CAP-01.toml"
+    path.write_text(path.read_text().replace('severity = "adjust"', 'severity = "reject"', 1))
+    with pytest.raises(ConfigError, match="adjust rule"):  # checked afresh, not served cached
+        load_catalogue(copy)
+
+
+def test_a_damaged_cache_is_ignored(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    first = load_catalogue()
+    for cached in (tmp_path / "cache" / "arrs-validate").glob("catalogue-*.pickle"):
+        cached.write_bytes(b"not a pickle")
+    assert load_catalogue() == first
+
+
 def broken_catalogue(tmp_path, rule_file: str, old: str, new: str):
     copy = tmp_path / "rules"
     shutil.copytree(RULES_DIR, copy)

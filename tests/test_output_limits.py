@@ -62,3 +62,20 @@ def test_many_duplicates_name_five_others_and_count_the_rest(tmp_path):
     first = next(row for row in dup if row["source_line"] == "2")
     assert "c.csv line 3 (U10001)" in first["message"] and "and 34 more" in first["message"]
     assert "line 2 (U10001)" not in first["message"]
+
+
+def test_each_text_column_is_written_as_it_is_whichever_escaping_steps_it_needs(tmp_path):
+    frame = pl.DataFrame(
+        {
+            "plain": ["alpha", "beta", None, "delta"],  # needs none of the steps
+            "escaped": ["a & b", "<c>", "d", None],  # escapes only
+            "edged": [" lead", "trail ", "none", "  both  "],  # edge spaces only
+            "amount": [100, -250, None, 5],
+        }
+    )
+    path = tmp_path / "book.xlsx"
+    xlsx.workbook(path, [("sheet", frame, ("amount",), {})])
+    read = fastexcel.read_excel(path).load_sheet("sheet").to_polars()
+    for name in ("plain", "escaped", "edged"):
+        assert read[name].cast(pl.String).to_list() == frame[name].to_list()
+    assert read["amount"].to_list() == [1.0, -2.5, None, 0.05]
