@@ -24,7 +24,14 @@ from typing import TYPE_CHECKING
 from validator import __version__
 from validator.errors import ConfigError, EngineError
 from validator.runlog import RunLog, printable
-from validator.runner import EXIT_CLEAN, EXIT_INPUT, EXIT_INTERNAL, LockHeld
+from validator.runner import (
+    EXIT_CLEAN,
+    EXIT_INPUT,
+    EXIT_INTERNAL,
+    LockHeld,
+    check_timings,
+    month_before_lines,
+)
 from validator.unattended import (
     FAIL_ON,
     LOG_FORMATS,
@@ -35,6 +42,7 @@ from validator.unattended import (
     latest_previous,
     load_config,
     month_for_policy,
+    out_folder,
     stop_on_signals,
 )
 
@@ -204,6 +212,9 @@ class Console:
             print(printable(text, keep_newlines=True))
 
     def error(self, text: str, event: str = "error") -> None:
+        """An error (always told) or, with event="warning", a warning (not with --quiet)."""
+        if self.quiet and event == "warning":
+            return
         if self.log is not None and self.log.format == "json":
             self.log.event(event, message=text)
         else:
@@ -303,6 +314,8 @@ def command_run(args: argparse.Namespace, console: Console, started: dt.datetime
         run_id=run_id,
     )
     console.run = run
+    if args.timings is not None:
+        check_timings(args.timings, run.inputs, out_folder(config.out, options.month))
     outcome = run.execute()
     result, exit_code, out = outcome.result, outcome.exit_code, outcome.out
     review = f"{result.review_month:%Y-%m}"
@@ -313,7 +326,21 @@ def command_run(args: argparse.Namespace, console: Console, started: dt.datetime
     for agreement in result.unmatched_agreements["agreement_id"].to_list():
         console.error(f"agreement {agreement} matched no claim line or finding", "warning")
     counts = result.findings.group_by("severity", "status").len().sort("severity", "status")
-    console.say(f"review month {review} ({outcome.review_lines} claim lines)")
+    if options.month is None:
+        console.say(
+            f"review month {review} ({outcome.review_lines} claim lines): the latest claim "
+            "month in the input; give --month to choose another"
+        )
+        before = month_before_lines(result)
+        if before and outcome.review_lines * 2 < before[1]:
+            console.error(
+                f"the review month {review} holds {outcome.review_lines} claim line(s), under "
+                f"half the {before[1]} of {before[0]}: if they are advance claims, give "
+                f"--month {before[0]}",
+                "warning",
+            )
+    else:
+        console.say(f"review month {review} ({outcome.review_lines} claim lines)")
     console.say(
         f"rows read {result.rows_read} = rejected by schema {result.rows_rejected_by_schema} "
         f"+ checked {result.rows_checked}"
@@ -335,6 +362,11 @@ def command_run(args: argparse.Namespace, console: Console, started: dt.datetime
         seconds=result.timings.rounded(),
     )
     if args.timings:
+        try:
+            check_timings(args.timings, run.inputs, out)
+        except ConfigError as error:
+            console.error(f"{error} (the outputs in {out} are complete)")
+            return EXIT_INPUT
         try:
             args.timings.write_text(json.dumps(result.timings.rounded(), indent=2) + "\n")
         except OSError as error:

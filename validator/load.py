@@ -308,6 +308,32 @@ def read_claim_file(path: str) -> tuple[ClaimFile, pl.DataFrame | None]:
     return info, frame
 
 
+def _named_before(paths: list[str]) -> list[str | None]:
+    """For each path, the earlier path of the same real file, if one was named already (the
+    same file under another name, or a file given and also found in a folder given)."""
+    seen: dict[str, str] = {}
+    earlier: list[str | None] = []
+    for path in paths:
+        real = os.path.realpath(path)
+        earlier.append(seen.get(real) if os.path.isfile(real) else None)
+        seen.setdefault(real, path)
+    return earlier
+
+
+def _read_once(path: str, earlier: str | None) -> tuple[ClaimFile, pl.DataFrame | None]:
+    """read_claim_file, except that a file already named is reported, not read again: its
+    lines would otherwise be claimed, and paid, twice."""
+    if earlier is None:
+        return read_claim_file(path)
+    info = ClaimFile(path=os.fsencode(path).decode("utf-8", "backslashreplace"))
+    shown = os.fsencode(earlier).decode("utf-8", "backslashreplace")
+    info.problem = (
+        f"is the same file as {shown}, named again; it was read once, so its lines are "
+        "claimed once: name each claim file once"
+    )
+    return info, None
+
+
 def read_claims(
     arguments: list[str], on_file: Callable[[ClaimFile, int, int], None] | None = None
 ) -> tuple[list[ClaimFile], pl.DataFrame]:
@@ -322,7 +348,8 @@ def read_claims(
     next_row_no = 1
     paths = expand_claim_paths(arguments)
     with ThreadPoolExecutor(READERS, thread_name_prefix="read") as pool:
-        for number, (info, frame) in enumerate(pool.map(read_claim_file, paths), start=1):
+        results = pool.map(_read_once, paths, _named_before(paths))
+        for number, (info, frame) in enumerate(results, start=1):
             files.append(info)
             if on_file is not None:
                 on_file(info, number, len(paths))

@@ -1,21 +1,20 @@
-"""Running from cron with nobody watching: a lock per output folder, clean stops on SIGTERM
-and SIGINT, and the TOML config file that holds a scheduled run's settings."""
+"""Running from cron with nobody watching: clean stops on SIGTERM and SIGINT, the TOML config
+file that holds a scheduled run's settings (every key type-checked), and which earlier run a
+scheduled run compares against. (The output folder's lock is runner.py's.)"""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 import signal
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from validator.errors import ConfigError
-
-
-class LockHeld(Exception):
-    """Another run holds the output folder's lock."""
 
 
 class Stopped(BaseException):
@@ -199,13 +198,30 @@ def out_folder(pattern: str, review_month: str | None) -> Path | None:
     return Path(pattern.replace("{review_month}", review_month))
 
 
+MANIFEST_LIMIT = 256 << 20  # bytes; a national run's manifest is a few hundred kilobytes
+
+
 def run_manifest(folder: Path) -> dict | None:
     """The manifest of a run this tool wrote into `folder`, or None if it holds none."""
     try:
-        with (folder / "manifest.json").open("rb") as handle:
-            document = json.loads(handle.read(1_000_000))
+        # Non-blocking and no links: a FIFO or a link named manifest.json is not a manifest.
+        handle = os.open(folder / "manifest.json", os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(handle).st_mode):
+            return None
+        chunks, size = [], 0
+        while chunk := os.read(handle, 1 << 20):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MANIFEST_LIMIT:
+                return None  # no manifest this tool writes comes near it
+        document = json.loads(b"".join(chunks))
     except (OSError, ValueError):
         return None
+    finally:
+        os.close(handle)
     if isinstance(document, dict) and document.get("tool") == "arrs-validate":
         return document
     return None
