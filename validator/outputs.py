@@ -87,6 +87,7 @@ def manifest(result: RunResult, started: dt.datetime, finished: dt.datetime, exi
                 "problem": file.problem or None,
                 "rows_not_read": file.unread_rows,
                 "ignored_columns": file.extra_columns,
+                "skipped_sheets": file.skipped_sheets,
             }
         )
     inputs.extend(result.input_facts)
