@@ -198,3 +198,16 @@ def test_a_spelling_no_alias_covers_is_reported_as_written(tmp_path):
     assert completed.returncode == 1
     assert "  3  additional_to_baseline  Maybe" in completed.stdout
     assert "  2  " not in completed.stdout
+
+
+def test_a_profile_applies_to_a_workbooks_sheets(tmp_path, export_folder):
+    from tests.test_workbooks import csv_frame
+    from validator.xlsx import workbook
+
+    book = tmp_path / "2021-09.xlsx"
+    book.write_bytes(workbook([("Claims", csv_frame(export_folder / "2021-09.csv"), (), {})]))
+    exported = run_cli("check", str(book), "--columns", str(PROFILE))
+    canonical = run_cli("check", "sample_claims/claims/2021-09.csv")
+    assert exported.returncode == canonical.returncode == 1, exported.stderr
+    assert exported.stdout.split("\n", 1)[1] == canonical.stdout.split("\n", 1)[1]
+    assert exported.stdout.startswith(f"{book}[Claims]: 39 rows, 3 schema finding(s)")

@@ -128,17 +128,19 @@ def run_once(folder: Path, review_month: str) -> dict:
     }
 
 
-CHECK_PCNS = 140  # one month of 140 PCNs: one claim file of about 5,000 lines
+CHECK_PCNS = 147  # one month of 147 PCNs: one claim file of 5,013 lines
 
 
 def _check_file(suffix: str) -> Path:
     """One claim file of about 5,000 lines: the CSV, or the same cells as a workbook."""
     folder = BENCH / "check"
-    files = sorted((folder / "claims").glob("*.csv"))
-    if len(files) != 1:
+    stamp = folder / "batch.json"
+    wanted = {"pcns": CHECK_PCNS, "months": 1, "seed": 2021}
+    if not stamp.exists() or json.loads(stamp.read_text()) != wanted:
         shutil.rmtree(folder, ignore_errors=True)
-        generate(folder, pcns=CHECK_PCNS, months=1, seed=2021)
-        files = sorted((folder / "claims").glob("*.csv"))
+        generate(folder, **wanted)
+        stamp.write_text(json.dumps(wanted))
+    files = sorted((folder / "claims").glob("*.csv"))
     if suffix == ".csv":
         return files[0]
     book = folder / f"{files[0].stem}.xlsx"

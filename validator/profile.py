@@ -125,9 +125,12 @@ def load_profile(path: Path, role_names: dict[str, str]) -> Profile:
         raise ConfigError(f"--columns {path}: not valid TOML ({error})") from None
     profile = Profile(path=str(path), sha256=hashlib.sha256(data).hexdigest())
     problems = [f"unknown key {key!r}" for key in sorted(set(document) - _TOP_KEYS)]
-    for key, sample in (("date_format", dt.date(2021, 6, 16)), ("month_format", None)):
+    for key, sample in (
+        ("date_format", dt.date(2021, 6, 16)),
+        ("month_format", dt.date(2021, 6, 1)),
+    ):
         if key in document:
-            problem = _check_format(key, document[key], sample or dt.date(2021, 6, 1))
+            problem = _check_format(key, document[key], sample)
             if problem:
                 problems.append(problem)
             else:
