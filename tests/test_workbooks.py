@@ -300,3 +300,40 @@ def test_hostile_workbooks_are_file_problems_and_the_other_files_are_still_check
         assert problems[str(folder / name)].startswith(problem), (name, problems)
     amount = f"{chr(65 + CLAIM_HEADER.index('amount_claimed'))}2"
     assert f"at {amount};" in problems[str(folder / "errors.xlsx[Claims]")]
+
+
+def test_damaged_workbooks_are_file_problems_never_exceptions(tmp_path):
+    """Seeded damage to the zip and to the XML inside it: every outcome is a table or a
+    file problem with a message, however zipfile, zlib, the XML parser or calamine fail."""
+    import random
+
+    from validator.load import read_claim_workbook
+
+    good = raw_workbook({"Claims": typed_sheet(LINES), "More": typed_sheet(LINES[:1], 3)})
+    with zipfile.ZipFile(io.BytesIO(good)) as book:
+        parts = {name: book.read(name) for name in book.namelist()}
+    rng = random.Random(2021)
+    path = tmp_path / "damaged.xlsx"
+    outcomes = set()
+    for attempt in range(120):
+        if attempt % 2:  # flipped bytes in the zip itself
+            data = bytearray(good)
+            for _ in range(rng.randint(1, 8)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+        else:  # a valid zip whose XML is damaged
+            victim = rng.choice(list(parts))
+            xml = bytearray(parts[victim])
+            for _ in range(rng.randint(1, 6)):
+                at = rng.randrange(len(xml))
+                xml[at : at + rng.randint(0, 20)] = bytes([rng.choice(b'<>/"=09x ')])
+            buffer = io.BytesIO()
+            with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as book:
+                for name, body in parts.items():
+                    book.writestr(name, bytes(xml) if name == victim else body)
+            data = bytearray(buffer.getvalue())
+        path.write_bytes(bytes(data))
+        for info, frame in read_claim_workbook(str(path)):
+            assert (frame is None) == bool(info.problem), info
+            outcomes.add("read" if frame is not None else info.problem.split(" (")[0])
+    assert "read" in outcomes and "is not a readable .xlsx workbook" in outcomes
+    assert len(outcomes) >= 3

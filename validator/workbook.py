@@ -17,7 +17,6 @@ import io
 import posixpath
 import re
 import zipfile
-import zlib
 from dataclasses import dataclass, field
 from xml.etree import ElementTree
 
@@ -148,12 +147,15 @@ def _checked_zip(data: bytes) -> dict[str, SheetScan]:
                 if scan is not None:
                     scans[parts[member.filename]] = scan
             return scans
-    except (zipfile.BadZipFile, zlib.error, KeyError, EOFError, ElementTree.ParseError) as error:
-        raise WorkbookError(
-            f"is not a readable .xlsx workbook ({error}); it may be corrupt; {_SAVE_AGAIN}"
-        ) from None
+    except WorkbookError:
+        raise
     except (NotImplementedError, RuntimeError) as error:  # unsupported compression, encryption
         raise WorkbookError(f"cannot be unzipped ({error}); {_SAVE_AGAIN}") from None
+    except Exception as error:  # zipfile and zlib fail on corrupt bytes in many ways
+        raise WorkbookError(
+            f"is not a readable .xlsx workbook ({error or type(error).__name__}); it may be "
+            f"corrupt; {_SAVE_AGAIN}"
+        ) from None
 
 
 _DATE_ONLY = r"^(\d{4}-\d{2}-\d{2}) 00:00:00$"
@@ -188,6 +190,15 @@ def _cells(frame: pl.DataFrame, first_row: int) -> tuple[list[str], pl.DataFrame
     return header, data
 
 
+def _unless_reader_failure(error: BaseException) -> None:
+    """Re-raise anything but a failure of the reader itself: fastexcel's own errors, and a
+    panic in its Rust code, which pyo3 raises as a BaseException (PanicException) that no
+    `except Exception` would catch. A stop (SIGTERM, Ctrl-C) still stops the run."""
+    if isinstance(error, Exception) or type(error).__name__ == "PanicException":
+        return
+    raise error
+
+
 def read_workbook(data: bytes) -> list[Sheet]:
     """Every sheet of an .xlsx workbook as text cells; raises WorkbookError if the file cannot
     be read as a workbook at all. A sheet too large to read carries a `problem` instead."""
@@ -197,7 +208,8 @@ def read_workbook(data: bytes) -> list[Sheet]:
     try:
         reader = fastexcel.read_excel(data)
         names = reader.sheet_names
-    except Exception as error:  # fastexcel raises its own and Rust panics as exceptions
+    except BaseException as error:
+        _unless_reader_failure(error)
         raise WorkbookError(f"cannot be read as a workbook ({error}); {_SAVE_AGAIN}") from None
     sheets = []
     for name in names:
@@ -212,7 +224,8 @@ def read_workbook(data: bytes) -> list[Sheet]:
             continue
         try:
             loaded = reader.load_sheet(name, header_row=None, dtypes="string").to_polars()
-        except Exception as error:
+        except BaseException as error:
+            _unless_reader_failure(error)
             sheet.problem = f"cannot be read ({error}); {_SAVE_AGAIN}"
             continue
         sheet.header, sheet.cells = _cells(loaded, scan.first_row)
