@@ -337,3 +337,38 @@ def test_damaged_workbooks_are_file_problems_never_exceptions(tmp_path):
             outcomes.add("read" if frame is not None else info.problem.split(" (")[0])
     assert "read" in outcomes and "is not a readable .xlsx workbook" in outcomes
     assert len(outcomes) >= 3
+
+
+def test_a_chart_sheet_is_skipped_and_named(tmp_path):
+    book = raw_workbook({"Claims": typed_sheet(LINES[:1]), "Chart": ""})
+    with zipfile.ZipFile(io.BytesIO(book)) as original:
+        parts = {name: original.read(name) for name in original.namelist()}
+    worksheet = "application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"
+    chartsheet = worksheet.replace("worksheet", "chartsheet")
+    del parts["xl/worksheets/sheet2.xml"]
+    parts["xl/chartsheets/sheet1.xml"] = (
+        f'<?xml version="1.0"?><chartsheet xmlns="{MAIN}"><sheetViews><sheetView '
+        'workbookViewId="0"/></sheetViews></chartsheet>'
+    ).encode()
+    for name, old, new in (
+        (
+            "xl/_rels/workbook.xml.rels",
+            f'Type="{RELS}/worksheet" Target="worksheets/sheet2.xml"',
+            f'Type="{RELS}/chartsheet" Target="chartsheets/sheet1.xml"',
+        ),
+        (
+            "[Content_Types].xml",
+            f'/xl/worksheets/sheet2.xml" ContentType="{worksheet}"',
+            f'/xl/chartsheets/sheet1.xml" ContentType="{chartsheet}"',
+        ),
+    ):
+        assert old.encode() in parts[name]
+        parts[name] = parts[name].replace(old.encode(), new.encode())
+    path = tmp_path / "chart.xlsx"
+    with zipfile.ZipFile(path, "w") as rebuilt:
+        for name, body in parts.items():
+            rebuilt.writestr(name, body)
+    completed = run_cli("check", str(path))
+    assert completed.returncode == 0, completed.stderr
+    assert f"{path}[Claims]: 1 rows, no schema findings" in completed.stdout
+    assert "skipped, not claim tables: Chart (a chart or dialog sheet)" in completed.stderr

@@ -392,6 +392,9 @@ def read_claim_workbook(
             info.problem = sheet.problem
             tables.append((info, None))
             continue
+        if sheet.skipped:
+            skipped.append(f"{sheet.name} ({sheet.skipped})")
+            continue
         if sheet.cells is None or not sheet.header or _is_blank(sheet.header):
             skipped.append(f"{sheet.name} (empty)")
             continue

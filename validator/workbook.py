@@ -61,6 +61,7 @@ class Sheet:
     header: list[str] = field(default_factory=list)
     cells: pl.DataFrame | None = None
     problem: str = ""
+    skipped: str = ""  # why it is no table at all (a chart sheet)
     error_cells: list[str] = field(default_factory=list)
     error_count: int = 0
 
@@ -113,23 +114,26 @@ def _first_row(head: bytes) -> int:
     return 1
 
 
-def _sheet_parts(book: zipfile.ZipFile) -> list[tuple[str, str]]:
-    """(sheet name, its XML part) in the workbook's order."""
+def _sheet_parts(book: zipfile.ZipFile) -> list[tuple[str, str, bool]]:
+    """(sheet name, its XML part, whether it is a worksheet) in the workbook's order; the
+    others are chart and dialog sheets, which hold no cells."""
     workbook = ElementTree.fromstring(book.read("xl/workbook.xml"))
     rels = ElementTree.fromstring(book.read("xl/_rels/workbook.xml.rels"))
     targets = {
-        rel.get("Id"): rel.get("Target", "") for rel in rels.iter(f"{_PACKAGE_RELS}Relationship")
+        rel.get("Id"): (rel.get("Target", ""), rel.get("Type", ""))
+        for rel in rels.iter(f"{_PACKAGE_RELS}Relationship")
     }
     parts = []
     for sheet in workbook.iter(f"{_MAIN}sheet"):
-        target = targets.get(sheet.get(_RELATIONSHIP), "")
+        target, kind = targets.get(sheet.get(_RELATIONSHIP), ("", ""))
         part = target.lstrip("/") if target.startswith("/") else posixpath.join("xl", target)
-        parts.append((sheet.get("name", ""), posixpath.normpath(part)))
+        parts.append((sheet.get("name", ""), posixpath.normpath(part), kind.endswith("/worksheet")))
     return parts
 
 
-def _checked_zip(data: bytes) -> dict[str, SheetScan]:
-    """Every part streamed once (bomb-proof); each worksheet's scan, by sheet name."""
+def _checked_zip(data: bytes) -> tuple[dict[str, SheetScan], set[str]]:
+    """Every part streamed once (bomb-proof); each worksheet's scan, by sheet name; and the
+    names of the sheets that are not worksheets."""
     if data.startswith(_ENCRYPTED):
         raise WorkbookError(
             "is password-protected (encrypted) or an old-style .xls workbook, which cannot be "
@@ -137,7 +141,9 @@ def _checked_zip(data: bytes) -> dict[str, SheetScan]:
         )
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as book:
-            parts = dict((part, name) for name, part in _sheet_parts(book))
+            sheet_parts = _sheet_parts(book)
+            parts = {part: name for name, part, worksheet in sheet_parts if worksheet}
+            others = {name for name, _, worksheet in sheet_parts if not worksheet}
             budget = [MAX_UNZIPPED_BYTES]
             scans: dict[str, SheetScan] = {}
             for member in book.infolist():
@@ -146,7 +152,7 @@ def _checked_zip(data: bytes) -> dict[str, SheetScan]:
                     _scan(stream, scan, budget)
                 if scan is not None:
                     scans[parts[member.filename]] = scan
-            return scans
+            return scans, others
     except WorkbookError:
         raise
     except (NotImplementedError, RuntimeError) as error:  # unsupported compression, encryption
@@ -204,7 +210,7 @@ def read_workbook(data: bytes) -> list[Sheet]:
     be read as a workbook at all. A sheet too large to read carries a `problem` instead."""
     import fastexcel  # imported here: only a workbook needs it
 
-    scans = _checked_zip(data)
+    scans, others = _checked_zip(data)
     try:
         reader = fastexcel.read_excel(data)
         names = reader.sheet_names
@@ -216,6 +222,9 @@ def read_workbook(data: bytes) -> list[Sheet]:
         scan = scans.get(name, SheetScan())
         sheet = Sheet(name, error_cells=scan.error_cells, error_count=scan.error_count)
         sheets.append(sheet)
+        if name in others:
+            sheet.skipped = "a chart or dialog sheet"
+            continue
         if scan.rows > MAX_SHEET_ROWS:
             sheet.problem = (
                 f"has {scan.rows:,} rows, more than the {MAX_SHEET_ROWS:,} a workbook sheet "
