@@ -3,6 +3,10 @@
 Before and after, it times a fixed loop of Python alone and as two processes at once: this
 machine's two cores are shared with other machines' work, and the runs slow when they are.
 
+First, `check` on one claim file of about 5,000 lines (what a PCN's editor runs on save),
+as CSV (against its 1 s target) and as the same cells in an .xlsx workbook: the median wall
+time of the real CLI, start-up included.
+
 For each size it prints and writes to bench/results.json: lines, the median wall time of
 the end-to-end run and of each phase (read, schema, derive, rules, findings, report,
 outputs), lines per second, peak resident memory, the index page's size, and the ratio of
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -26,6 +31,7 @@ from pathlib import Path
 import polars as pl
 
 from validator.generate import generate
+from validator.xlsx import workbook
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -122,6 +128,49 @@ def run_once(folder: Path, review_month: str) -> dict:
     }
 
 
+CHECK_PCNS = 147  # one month of 147 PCNs: one claim file of 5,013 lines
+
+
+def _check_file(suffix: str) -> Path:
+    """One claim file of about 5,000 lines: the CSV, or the same cells as a workbook."""
+    folder = BENCH / "check"
+    stamp = folder / "batch.json"
+    wanted = {"pcns": CHECK_PCNS, "months": 1, "seed": 2021}
+    if not stamp.exists() or json.loads(stamp.read_text()) != wanted:
+        shutil.rmtree(folder, ignore_errors=True)
+        generate(folder, **wanted)
+        stamp.write_text(json.dumps(wanted))
+    files = sorted((folder / "claims").glob("*.csv"))
+    if suffix == ".csv":
+        return files[0]
+    book = folder / f"{files[0].stem}.xlsx"
+    if not book.exists():
+        cells = pl.read_csv(files[0], infer_schema=False)
+        book.write_bytes(workbook([("Claims", cells, (), {})]))
+    return book
+
+
+def check_figure(runs: int, suffix: str = ".csv") -> dict:
+    """The median wall time of `arrs-validate check` on one ~5,000-line claim file."""
+    path = _check_file(suffix)
+    lines = sum(1 for _ in _check_file(".csv").open(encoding="utf-8")) - 1
+    command = [str(ROOT / ".venv" / "bin" / "arrs-validate"), "check", str(path)]
+    walls = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        completed = subprocess.run(command, capture_output=True, text=True)
+        walls.append(time.perf_counter() - started)
+        if completed.returncode not in (0, 1):
+            sys.exit(f"check failed with exit code {completed.returncode}: {completed.stderr}")
+    return {
+        "file": path.name,
+        "lines": lines,
+        "runs": runs,
+        "wall_seconds_median": round(statistics.median(walls), 2),
+        "wall_seconds_all": [round(wall, 2) for wall in walls],
+    }
+
+
 def polars_read_seconds(folder: Path) -> float:
     files = sorted((folder / "claims").glob("*.csv"))
     started = time.perf_counter()
@@ -153,6 +202,8 @@ def calibration() -> dict:
 def targets(sizes: dict) -> list[str]:
     """Issue #5's targets against the medians measured (sizes not run are left out)."""
     checks = []
+    if "check" in sizes:
+        checks.append(("check of ~5,000 lines <= 1 s", sizes["check"]["wall_seconds_median"], 1))
     if "year" in sizes:
         checks.append(("national year <= 5 s", sizes["year"]["wall_seconds_median"], 5))
     if "million" in sizes:
@@ -160,6 +211,8 @@ def targets(sizes: dict) -> list[str]:
         checks.append(("1,000,000 lines <= 10 s", million["wall_seconds_median"], 10))
         checks.append(("1,000,000 lines peak memory <= 2 GB (MB)", million["peak_rss_mb"], 2048))
     for name, figures in sizes.items():
+        if name.startswith("check"):
+            continue
         checks.append((f"{name} index.html < 2 MB (KB)", figures["index_html_kb"], 2048))
     return [
         f"target {name}: {value} -> {'met' if value <= limit else 'NOT MET'}"
@@ -182,6 +235,13 @@ def main() -> None:
     }
     results["machine"]["calibration_before"] = calibration()
     print(f"calibration before: {results['machine']['calibration_before']}", flush=True)
+    for name, suffix in (("check", ".csv"), ("check_xlsx", ".xlsx")):
+        check = results["sizes"][name] = check_figure(max(args.runs, 5), suffix)
+        print(
+            f"{name:10s} {check['lines']:>7,} lines of {check['file']}  "
+            f"{check['wall_seconds_median']:6.2f} s (median of {check['runs']}, start-up included)",
+            flush=True,
+        )
     for name in args.sizes.split(","):
         folder, info = batch(name)
         runs = [run_once(folder, info["review_month"]) for _ in range(args.runs)]

@@ -52,6 +52,7 @@ class RunConfig:
     pcns: str | None = None
     agreements: str | None = None
     reference: str | None = None
+    columns: str | None = None
     month: str = "latest"
     out: str | None = None
     previous: str = ""
@@ -67,6 +68,7 @@ claims = ["claims"]                     # files or folders of *.csv
 pcns = "pcns.csv"
 agreements = "agreements.csv"           # optional
 reference = "reference"                 # optional
+columns = "profiles/export.toml"        # optional: a column profile for another export
 month = "previous-calendar-month"       # or "latest", or a month such as "2021-12"
 out = "reports/{review_month}"          # {review_month} keeps one folder per month
 previous = "auto"                       # chain to the latest earlier run, or a folder, or ""
@@ -82,6 +84,7 @@ _CONFIG_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "pcns": ((str,), 'a path in quotes, e.g. "pcns.csv"'),
     "agreements": ((str,), "a path in quotes"),
     "reference": ((str,), "a path in quotes"),
+    "columns": ((str,), 'a column profile\'s path in quotes, e.g. "profiles/export.toml"'),
     "month": ((str,), 'latest, previous-calendar-month or a month such as "2021-12", in quotes'),
     "out": ((str,), 'a path in quotes, e.g. "reports/{review_month}"'),
     "previous": ((str,), '"auto", "" or a path, in quotes'),
@@ -165,6 +168,7 @@ def load_config(path: Path) -> RunConfig:
         pcns=resolve(data.get("pcns")),
         agreements=resolve(data.get("agreements")),
         reference=resolve(data.get("reference")),
+        columns=resolve(data.get("columns")),
         month=check_month_policy(data.get("month", "latest"), f"--config {path}: month"),
         out=resolve(data.get("out")),
         previous=previous if previous in ("", "auto") else resolve(previous),
