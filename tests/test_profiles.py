@@ -85,7 +85,10 @@ def comparable(frame: pl.DataFrame) -> pl.DataFrame:
         [name for name in ("source_file", "finding_id", "row_no") if name in frame.columns]
     )
     if "message" in frame.columns:  # messages begin with the file's path
-        frame = frame.with_columns(pl.col("message").str.replace(r"^\S*/([^/ ]+) line", "$1 line"))
+        # (and DUP messages name other lines by path, so every path is cut to its name)
+        frame = frame.with_columns(
+            pl.col("message").str.replace_all(r"\S*/([^/ ]+) line", "$1 line")
+        )
     return frame.sort(frame.columns, nulls_last=True)
 
 
