@@ -186,7 +186,7 @@ def test_rules_lists_every_rule_and_explain_shows_one():
 
 def test_every_command_has_help_and_is_in_the_readme():
     readme = (PROJECT / "README.md").read_text()
-    for command in ("run", "rules", "explain"):
+    for command in ("run", "check", "rules", "explain"):
         completed = run_cli(command, "--help")
         assert completed.returncode == 0 and "usage:" in completed.stdout
         assert f"arrs-validate {command}" in readme

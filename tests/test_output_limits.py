@@ -34,7 +34,7 @@ def test_a_sheet_too_long_for_excel_continues_on_the_next(monkeypatch, tmp_path)
     monkeypatch.setattr(xlsx, "EXCEL_DATA_ROWS", 3)
     frame = pl.DataFrame({"rule_id": [f"R{n}" for n in range(7)], "amount": list(range(7))})
     path = tmp_path / "book.xlsx"
-    xlsx.workbook(path, [("findings", frame, ("amount",), {})])
+    path.write_bytes(xlsx.workbook([("findings", frame, ("amount",), {})]))
     book = fastexcel.read_excel(path)
     assert book.sheet_names == ["findings", "findings 2", "findings 3"]
     read = pl.concat(book.load_sheet(name).to_polars() for name in book.sheet_names)
@@ -74,7 +74,7 @@ def test_each_text_column_is_written_as_it_is_whichever_escaping_steps_it_needs(
         }
     )
     path = tmp_path / "book.xlsx"
-    xlsx.workbook(path, [("sheet", frame, ("amount",), {})])
+    xlsx.write_workbook(path, [("sheet", frame, ("amount",), {})])
     read = fastexcel.read_excel(path).load_sheet("sheet").to_polars()
     for name in ("plain", "escaped", "edged"):
         assert read[name].cast(pl.String).to_list() == frame[name].to_list()

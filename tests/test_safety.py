@@ -576,3 +576,127 @@ def test_a_claims_folder_the_run_may_not_list_is_named_and_the_rest_validated(tm
     assert "Traceback" not in completed.stderr
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["reconciliation"]["rows_checked"] == 1  # the open folder's line
+
+
+# --- found in review: races, names, repeats -----------------------------------------------
+
+
+def test_a_file_put_into_the_output_folder_during_a_run_is_never_deleted(tmp_path):
+    out = tmp_path / "out"
+    process, read_end = parked_run(tmp_path, out)  # holds the lock; publishes when drained
+    assert process.poll() is None
+    drain(process, read_end)  # the first run publishes into a new folder
+    process, read_end = parked_run(tmp_path, out)
+    (out / "notes.txt").write_text("written while the run was working")
+    log = drain(process, read_end)
+    assert process.returncode == 2, log
+    assert "notes.txt" in log and "nothing was changed" in log
+    assert (out / "notes.txt").read_text() == "written while the run was working"
+    for _ in range(2):  # and later runs neither delete it nor replace the folder
+        assert_refused(run_into(tmp_path, out), "notes.txt")
+    assert (out / "notes.txt").is_file()
+
+
+def test_replaced_outputs_holding_a_foreign_file_are_kept(tmp_path):
+    out = tmp_path / "out"
+    for _ in range(2):
+        assert run_into(tmp_path, out).returncode == 0
+    [old] = list(tmp_path.glob(".out.old-*"))
+    (old / "mine.txt").write_text("keep")
+    completed = run_into(tmp_path, out)
+    assert completed.returncode == 0 and "was kept" in completed.stderr
+    assert (old / "mine.txt").read_text() == "keep"
+
+
+def test_an_out_name_with_glob_characters_clears_its_own_leftovers_only(tmp_path):
+    neighbour = tmp_path / ".o1.old-keepme"
+    neighbour.mkdir()
+    (neighbour / "x").write_text("not this run's")
+    for _ in range(3):
+        assert run_into(tmp_path, tmp_path / "o[1]").returncode == 0
+    assert len(list(tmp_path.glob(".o[[]1].old-*"))) == 1
+    assert (neighbour / "x").is_file()
+
+
+def test_a_page_name_the_tool_never_writes_makes_the_folder_foreign(tmp_path):
+    out = tmp_path / "out"
+    assert run_into(tmp_path, out).returncode == 0
+    (out / "pcn" / "notes.html").write_text("<p>mine</p>")
+    assert_refused(run_into(tmp_path, out), "pcn/notes.html")
+
+
+def test_a_manifest_that_is_a_fifo_is_not_read(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    os.mkfifo(out / "manifest.json")
+    assert_refused(run_into(tmp_path, out), "no manifest.json written by arrs-validate")
+
+
+def test_a_refused_run_creates_no_folder_and_no_lock(tmp_path):
+    out = tmp_path / "a" / "b" / "out"
+    assert_refused(run_into(tmp_path, out, "--month", "2030-01"), "has no claim lines")
+    assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("where", ["the register", "inside the output folder"])
+def test_timings_never_overwrite_an_input_or_an_output(tmp_path, where):
+    _, pcns = small_inputs(tmp_path)
+    before = pcns.read_bytes()
+    out = tmp_path / "out"
+    target = pcns if where == "the register" else out / "summary.csv"
+    completed = run_into(tmp_path, out, "--timings", str(target))
+    assert_refused(completed, "--timings")
+    assert pcns.read_bytes() == before and not out.exists()
+
+
+def test_the_same_claim_file_named_twice_is_read_once(tmp_path):
+    claim_file, pcns = small_inputs(tmp_path)
+    completed = run_cli(
+        "run",
+        str(claim_file.parent),
+        str(claim_file),
+        str(claim_file.parent / "." / claim_file.name),
+        "--pcns",
+        str(pcns),
+        "--out",
+        str(tmp_path / "out"),
+    )
+    told = [line for line in completed.stderr.splitlines() if line.startswith("arrs-validate:")]
+    assert completed.returncode == 2 and sum("named again" in line for line in told) == 2
+    payments = list(csv.DictReader(io.StringIO((tmp_path / "out" / "payments.csv").read_text())))
+    assert [(row["lines"], row["claimed"], row["payable"]) for row in payments] == [
+        ("1", "4400.00", "4400.00")
+    ]
+
+
+def test_a_pcn_code_in_other_digits_belongs_to_no_pcn(tmp_path):
+    claim_file = claims(tmp_path / "c.csv", {}, {"staff_id": "S2", "pcn_code": "U１２３４５"})
+    pcns = register(tmp_path / "p.csv")
+    out = tmp_path / "out"
+    completed = run_cli("run", str(claim_file), "--pcns", str(pcns), "--out", str(out))
+    assert completed.returncode == 1, completed.stderr
+    for name in ("summary.csv", "payments.csv"):
+        assert "１２３４５" not in (out / name).read_text(), name
+    assert not list((out / "pcn").glob("*１*"))
+
+
+@pytest.mark.parametrize("value", ["NaN", "sNaN", "Infinity", "1e30", "1001"])
+def test_a_limit_that_is_not_a_plain_number_is_named(tmp_path, value):
+    reference = reference_folder(
+        tmp_path, "limits.csv", LIMIT_HEADER + f"2022/23,paramedic,0,,{value}\n"
+    )
+    completed = run_into(tmp_path, tmp_path / "out", "--reference", str(reference))
+    assert_refused(completed, "limits.csv line 2 column max_wte")
+
+
+def test_a_defaulted_review_month_with_few_lines_is_warned_about(tmp_path):
+    lines = [{"staff_id": f"S{n}"} for n in range(4)] + [{"claim_month": "2021-07"}]
+    claim_file = claims(tmp_path / "c.csv", *lines)
+    pcns = register(tmp_path / "p.csv")
+    completed = run_cli("run", str(claim_file), "--pcns", str(pcns), "--out", str(tmp_path / "o"))
+    assert "the latest claim month in the input" in completed.stdout
+    assert "under half the 4 of 2021-06" in completed.stderr
+    quiet = run_cli(
+        "run", str(claim_file), "--pcns", str(pcns), "--out", str(tmp_path / "q"), "--quiet"
+    )
+    assert quiet.stdout == "" and "under half" not in quiet.stderr

@@ -14,6 +14,10 @@ after round (interleaved), so a host that slows down slows both sides alike:
 - a million lines' peak memory (target: at most 1 GB), with the growth per line from the
   peaks at three sizes (month, year, million).
 
+And `check` on one claim file of about 5,000 lines (what a PCN's editor runs on save), as
+CSV (against its 1 s target) and as the same cells in an .xlsx workbook: the median wall
+time of the real CLI, start-up included.
+
 It also times a fixed loop of Python alone and as two processes at once, before and after:
 this machine's two cores are shared with other machines' work. Batches are generated under
 bench/ (git-ignored) and reused; bench/results.json keeps the figures.
@@ -27,6 +31,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -139,6 +144,54 @@ def timed(command: list[str], ok: tuple[int, ...] = (0,), memory: bool = False) 
         "wall": wall,
         "peak_rss_mb": peak,
         "peak_tree_mb": max(peak, sampler.peak_mb if sampler else 0),
+    }
+
+
+CHECK_PCNS = 147  # one month of 147 PCNs: one claim file of 5,013 lines
+
+
+def _check_file(suffix: str) -> Path:
+    """One claim file of about 5,000 lines: the CSV, or the same cells as a workbook."""
+    import polars as pl
+
+    from validator.generate import generate
+    from validator.xlsx import workbook
+
+    folder = BENCH / "check"
+    stamp = folder / "batch.json"
+    wanted = {"pcns": CHECK_PCNS, "months": 1, "seed": 2021}
+    if not stamp.exists() or json.loads(stamp.read_text()) != wanted:
+        shutil.rmtree(folder, ignore_errors=True)
+        generate(folder, **wanted)
+        stamp.write_text(json.dumps(wanted))
+    files = sorted((folder / "claims").glob("*.csv"))
+    if suffix == ".csv":
+        return files[0]
+    book = folder / f"{files[0].stem}.xlsx"
+    if not book.exists():
+        cells = pl.read_csv(files[0], infer_schema=False)
+        book.write_bytes(workbook([("Claims", cells, (), {})]))
+    return book
+
+
+def check_figure(runs: int, suffix: str = ".csv") -> dict:
+    """The median wall time of `arrs-validate check` on one ~5,000-line claim file."""
+    path = _check_file(suffix)
+    lines = sum(1 for _ in _check_file(".csv").open(encoding="utf-8")) - 1
+    command = [str(CLI), "check", str(path)]
+    walls = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        completed = subprocess.run(command, capture_output=True, text=True)
+        walls.append(time.perf_counter() - started)
+        if completed.returncode not in (0, 1):
+            sys.exit(f"check failed with exit code {completed.returncode}: {completed.stderr}")
+    return {
+        "file": path.name,
+        "lines": lines,
+        "runs": runs,
+        "wall_seconds_median": round(statistics.median(walls), 2),
+        "wall_seconds_all": [round(wall, 2) for wall in walls],
     }
 
 
@@ -276,6 +329,9 @@ def growth_per_line(sizes: dict) -> dict | None:
 def verdicts(results: dict) -> list[str]:
     """Each target against the ratio (or memory) measured in this run."""
     checks = []
+    if "check" in results:
+        seconds = results["check"]["check"]["wall_seconds_median"]
+        checks.append(("check of ~5,000 lines <= 1 s", seconds, 1.0, f"{seconds} s"))
     for name in STARTUP:
         if name in results.get("startup", {}):
             figures = results["startup"][name]
@@ -338,6 +394,14 @@ def main() -> None:
         print(
             f"  {name:8s} {each['seconds_median']:.3f} s  x{each['ratio']}  imports "
             f"{each['import_ms']} ms  heavy imports: {', '.join(each['heavy_imports']) or 'none'}",
+            flush=True,
+        )
+    results["check"] = {}
+    for name, suffix in (("check", ".csv"), ("check_xlsx", ".xlsx")):
+        check = results["check"][name] = check_figure(max(args.runs, 5), suffix)
+        print(
+            f"{name:10s} {check['lines']:>7,} lines of {check['file']}  "
+            f"{check['wall_seconds_median']:6.2f} s (median of {check['runs']}, start-up included)",
             flush=True,
         )
     sample_run = run_command(

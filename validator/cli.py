@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING
 from validator import __version__
 from validator.errors import ConfigError, EngineError
 from validator.runlog import RunLog, printable
-from validator.runner import EXIT_CLEAN, EXIT_INPUT, EXIT_INTERNAL, LockHeld
+from validator.runner import (
+    EXIT_CLEAN,
+    EXIT_INPUT,
+    EXIT_INTERNAL,
+    LockHeld,
+    check_timings,
+    month_before_lines,
+)
 from validator.unattended import (
     FAIL_ON,
     LOG_FORMATS,
@@ -33,6 +40,7 @@ from validator.unattended import (
     latest_previous,
     load_config,
     month_for_policy,
+    out_folder,
     stop_on_signals,
 )
 
@@ -83,7 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
         "summary.csv, manifest.json and the HTML report to --out.",
     )
     run.add_argument(
-        "claims", nargs="*", metavar="CLAIMS", help="claim CSV files, or folders of *.csv files"
+        "claims",
+        nargs="*",
+        metavar="CLAIMS",
+        help="claim CSV files or .xlsx workbooks, or folders of them",
     )
     run.add_argument(
         "--pcns",
@@ -103,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="folder of roles.csv / rates.csv / limits.csv rows that replace or add "
         "to the shipped reference data",
+    )
+    run.add_argument(
+        "--columns",
+        type=Path,
+        metavar="PROFILE",
+        help="a column profile (TOML) mapping another export's headers and spellings onto "
+        "the claim columns (see the README)",
     )
     run.add_argument(
         "--month",
@@ -167,6 +185,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="show staff names in the report (otherwise only staff_id)",
     )
 
+    check = commands.add_parser(
+        "check",
+        help="check claim files against the claim schema only, writing nothing",
+        description="Read claim files and show, per file, every row the claim schema refuses "
+        "(line, column, value, what was expected) and every file that cannot be read. The "
+        "scheme's rules are not applied and nothing is written. Exit 0: no findings; 1: schema "
+        "findings; 2: a file, the register, agreements, reference data or profile cannot be used.",
+    )
+    check.add_argument(
+        "claims", nargs="+", metavar="CLAIMS", help="claim files, or folders of them"
+    )
+    check.add_argument("--pcns", type=Path, metavar="FILE", help="also check the PCN register")
+    check.add_argument(
+        "--agreements", type=Path, metavar="FILE", help="also check the agreements file"
+    )
+    check.add_argument(
+        "--reference",
+        type=Path,
+        metavar="DIR",
+        help="reference data that replaces or adds to the shipped data (roles it names are valid)",
+    )
+    check.add_argument(
+        "--columns",
+        type=Path,
+        metavar="PROFILE",
+        help="a column profile (TOML) mapping another export's headers and spellings",
+    )
+
     rules = commands.add_parser(
         "rules",
         help="list the rule catalogue: ID, severity, title, clause",
@@ -202,6 +248,9 @@ class Console:
             print(printable(text, keep_newlines=True))
 
     def error(self, text: str, event: str = "error") -> None:
+        """An error (always told) or, with event="warning", a warning (not with --quiet)."""
+        if self.quiet and event == "warning":
+            return
         if self.log is not None and self.log.format == "json":
             self.log.event(event, message=text)
         else:
@@ -213,7 +262,7 @@ def _run_settings(args: argparse.Namespace) -> RunConfig:
     config = load_config(args.config) if args.config else RunConfig()
     if args.claims:
         config.claims = list(args.claims)
-    for name in ("pcns", "agreements", "reference", "out", "previous"):
+    for name in ("pcns", "agreements", "reference", "columns", "out", "previous"):
         value = getattr(args, name)
         if value is not None:
             setattr(config, name, str(value))
@@ -255,6 +304,7 @@ def _inputs(config: RunConfig, args: argparse.Namespace) -> list[tuple[str, Path
         ("--pcns", config.pcns),
         ("--agreements", config.agreements),
         ("--reference", config.reference),
+        ("--columns", config.columns),
         ("--config", args.config),
     ):
         if value:
@@ -271,6 +321,7 @@ def _previous(config: RunConfig):
 
 
 def command_run(args: argparse.Namespace, console: Console, started: dt.datetime) -> int:
+    from validator.load import skipped_sheets_text
     from validator.pipeline import RunOptions
     from validator.runner import OutputRun
 
@@ -283,6 +334,7 @@ def command_run(args: argparse.Namespace, console: Console, started: dt.datetime
         pcns=Path(config.pcns),
         agreements=Path(config.agreements) if config.agreements else None,
         reference=Path(config.reference) if config.reference else None,
+        columns=Path(config.columns) if config.columns else None,
         month=month_for_policy(config.month),
         show_names=config.show_names,
         engine_mode=args.engine,
@@ -301,17 +353,36 @@ def command_run(args: argparse.Namespace, console: Console, started: dt.datetime
         run_id=run_id,
     )
     console.run = run
+    if args.timings is not None:
+        check_timings(args.timings, run.inputs, out_folder(config.out, options.month))
     outcome = run.execute()
     result, exit_code, out = outcome.result, outcome.exit_code, outcome.out
     review = f"{result.review_month:%Y-%m}"
     for file in result.file_problems:
         console.error(f"{file.path}: {file.problem}")
+    for file in result.files:  # a workbook's sheets that hold no claim table
+        if file.skipped_sheets:
+            console.error(skipped_sheets_text(file), "warning")
     if result.missing_rates:
         console.error(result.missing_rates_message)
     for agreement in result.unmatched_agreements["agreement_id"].to_list():
         console.error(f"agreement {agreement} matched no claim line or finding", "warning")
     counts = result.findings.group_by("severity", "status").len().sort("severity", "status")
-    console.say(f"review month {review} ({outcome.review_lines} claim lines)")
+    if options.month is None:
+        console.say(
+            f"review month {review} ({outcome.review_lines} claim lines): the latest claim "
+            "month in the input; give --month to choose another"
+        )
+        before = month_before_lines(result)
+        if before and outcome.review_lines * 2 < before[1]:
+            console.error(
+                f"the review month {review} holds {outcome.review_lines} claim line(s), under "
+                f"half the {before[1]} of {before[0]}: if they are advance claims, give "
+                f"--month {before[0]}",
+                "warning",
+            )
+    else:
+        console.say(f"review month {review} ({outcome.review_lines} claim lines)")
     console.say(
         f"rows read {result.rows_read} = rejected by schema {result.rows_rejected_by_schema} "
         f"+ checked {result.rows_checked}"
@@ -334,6 +405,11 @@ def command_run(args: argparse.Namespace, console: Console, started: dt.datetime
     )
     if args.timings:
         try:
+            check_timings(args.timings, run.inputs, out)
+        except ConfigError as error:
+            console.error(f"{error} (the outputs in {out} are complete)")
+            return EXIT_INPUT
+        try:
             args.timings.write_text(json.dumps(result.timings.rounded(), indent=2) + "\n")
         except OSError as error:
             console.error(
@@ -342,6 +418,23 @@ def command_run(args: argparse.Namespace, console: Console, started: dt.datetime
             )
             return EXIT_INPUT
     return exit_code
+
+
+def command_check(args: argparse.Namespace, console: Console) -> int:
+    from validator.check import check_files, file_report
+    from validator.load import skipped_sheets_text
+
+    result = check_files(args.claims, args.pcns, args.agreements, args.reference, args.columns)
+    for problem in result.input_problems:
+        console.error(problem)
+    for check in result.files:
+        if check.file.skipped_sheets:
+            console.error(skipped_sheets_text(check.file), "warning")
+        if check.file.problem:  # as a run reports it: the file, then why it cannot be read
+            console.error(file_report(check))
+        else:
+            console.say(file_report(check))
+    return result.exit_code
 
 
 def _rule_table(catalogue: Catalogue) -> str:
@@ -426,6 +519,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.log_format == "json":  # errors before the run's log starts are JSON too
                 console.log = RunLog("json", "-")
             return command_run(args, console, started)
+        if args.command == "check":
+            return command_check(args, console)
         from validator.catalogue import load_catalogue
 
         catalogue = load_catalogue()

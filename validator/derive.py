@@ -96,7 +96,12 @@ def line_fields(
             v.yyyymmdd(pl.col("month_date").min()).alias("input_first_day"),
         )
         .with_columns(
-            pl.coalesce("reimbursement_start", "first_claim_month").alias("reimbursement_start"),
+            # The earliest of the dates given for the person in the role (in any PCN) and the
+            # first claim month of the input: a later date given cannot undo claims the input
+            # shows, so a deadline never restarts with a new PCN (docs/scheme.md, choices).
+            pl.min_horizontal(
+                pl.col("reimbursement_start").min().over("staff_id", "role"), "first_claim_month"
+            ).alias("reimbursement_start"),
             pl.col("programme_began").dt.offset_by("24mo").alias("programme_end_date"),
         )
         .with_columns(

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import polars as pl
 
@@ -39,6 +40,14 @@ CLAIM_COLUMNS = schema_columns()
 REQUIRED_COLUMNS = [name for name, spec in CLAIM_COLUMNS.items() if spec["required"]]
 
 
+class ColumnProfile(Protocol):
+    """How one source names the claim columns and spells their values (validator/profile.py)."""
+
+    def column_for(self, header: str) -> str: ...
+
+    def respelled(self, frame: pl.DataFrame) -> pl.DataFrame: ...
+
+
 @dataclass
 class ClaimFile:
     """One claim file as read: what it is, and how many rows it held."""
@@ -50,6 +59,9 @@ class ClaimFile:
     problem: str = ""
     unread_rows: int = 0
     extra_columns: list[str] = field(default_factory=list)
+    source: str = ""  # the path as given: what its rows carry as `source_file`
+    # A workbook's sheets that are not claim tables, each with why (on its first table).
+    skipped_sheets: list[str] = field(default_factory=list)
 
 
 def normalise_header(name: str) -> str:
@@ -58,13 +70,18 @@ def normalise_header(name: str) -> str:
 
 
 def expand_claim_paths(arguments: list[str]) -> list[str]:
-    """Files as given; a directory stands for every `*.csv` directly in it, in name order."""
+    """Files as given; a directory stands for every `*.csv` and `*.xlsx` directly in it, in
+    name order (not Excel's `~$` lock files of open workbooks)."""
     paths: list[str] = []
     for argument in arguments:
         if os.path.isdir(argument):
             # Folders and other non-files named *.csv are kept, to be reported, not skipped.
             try:
-                names = sorted(n for n in os.listdir(argument) if n.lower().endswith(".csv"))
+                names = sorted(
+                    name
+                    for name in os.listdir(argument)
+                    if name.lower().endswith((".csv", ".xlsx")) and not name.startswith("~$")
+                )
             except OSError:
                 paths.append(argument)  # a folder it cannot list: reported by the reader
                 continue
@@ -207,26 +224,41 @@ def _cells_with_csv_module(text: str) -> tuple[list[str], pl.DataFrame]:
     return header, cells
 
 
-def read_claim_file(path: str) -> tuple[ClaimFile, pl.DataFrame | None]:
-    """Read one file into text cells. Returns the file's description and its rows (or None),
-    numbered from 0 in `row_no`."""
-    # A name that is not UTF-8 (a Latin-1 file name) is shown with its odd bytes escaped, so
-    # every output and log line can carry it.
-    info = ClaimFile(path=os.fsencode(path).decode("utf-8", "backslashreplace"))
+def _file_bytes(info: ClaimFile, path: str) -> bytes | None:
+    """The file's bytes, or None with `info.problem` saying why they cannot be had."""
     try:
         kind = os.stat(path).st_mode
         if stat.S_ISDIR(kind):
             os.listdir(path)  # a claims folder this user cannot list: OSError, reported below
-            info.problem = "is a folder, not a CSV file; move or rename it"
-            return info, None
+            info.problem = "is a folder, not a claim file; move or rename it"
+            return None
         if not stat.S_ISREG(kind):
-            info.problem = "is not a regular file (a pipe or device?); give a CSV file"
-            return info, None
+            info.problem = "is not a regular file (a pipe or device?); give a CSV or .xlsx file"
+            return None
         data = Path(path).read_bytes()
     except OSError as error:
         info.problem = f"cannot be read ({error.strerror or error}); check the path and permissions"
-        return info, None
+        return None
     info.sha256 = hashlib.sha256(data).hexdigest()
+    return data
+
+
+def _shown(path: str) -> str:
+    """A name that is not UTF-8 (a Latin-1 file name) with its odd bytes escaped, so every
+    output and log line can carry it."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def read_claim_file(
+    path: str, profile: ColumnProfile | None = None
+) -> tuple[ClaimFile, pl.DataFrame | None]:
+    """Read one CSV file into text cells. Returns the file's description and its rows (or
+    None), numbered from 0 in `row_no`. A column profile renames its headers and respells
+    its values first."""
+    info = ClaimFile(path=_shown(path), source=path)
+    data = _file_bytes(info, path)
+    if data is None:
+        return info, None
     try:
         text, info.encoding = decode(data)
     except ValueError as error:
@@ -249,13 +281,39 @@ def read_claim_file(path: str) -> tuple[ClaimFile, pl.DataFrame | None]:
     if not header or _is_blank(header):
         info.problem = "is empty: the first line must be the header row (README, Inputs)"
         return info, None
+    return _claim_table(info, header, cells, path, profile)
 
+
+def _column_names(header: list[str], profile: ColumnProfile | None) -> list[str]:
     names = [normalise_header(name) for name in header]
+    return [profile.column_for(name) for name in names] if profile is not None else names
+
+
+def _missing_columns(names: list[str]) -> list[str]:
+    missing = [name for name in REQUIRED_COLUMNS if name not in names]
+    if not any(name in names for name in WTE_COLUMNS):
+        missing.append("wte or hours_per_week")
+    return missing
+
+
+def _claim_table(
+    info: ClaimFile,
+    header: list[str],
+    cells: pl.DataFrame,
+    source: str,
+    profile: ColumnProfile | None,
+) -> tuple[ClaimFile, pl.DataFrame | None]:
+    """A table of text cells (a CSV file's or a sheet's) as claim rows, each row keeping
+    `source` and its line; or None with `info.problem` saying why not."""
+    names = _column_names(header, profile)
     seen: dict[str, int] = {}
     for position, name in enumerate(names, start=1):
         if name in seen and name:
+            written = header[seen[name] - 1].strip(), header[position - 1].strip()
+            aliased = f" ('{written[0]}' and '{written[1]}', by the column profile)"
             info.problem = (
-                f"header columns {seen[name]} and {position} are both named '{name}'; "
+                f"header columns {seen[name]} and {position} are both named '{name}'"
+                f"{aliased if profile is not None and written[0] != written[1] else ''}; "
                 "rename or remove one"
             )
             return info, None
@@ -265,9 +323,7 @@ def read_claim_file(path: str) -> tuple[ClaimFile, pl.DataFrame | None]:
     non_blank = cells.with_row_index("i").filter(~pl.col("blank"))["i"]
     cells = cells.head(int(non_blank.max()) + 1 if non_blank.len() else 0)
 
-    missing = [name for name in REQUIRED_COLUMNS if name not in seen]
-    if not any(name in seen for name in WTE_COLUMNS):
-        missing.append("wte or hours_per_week")
+    missing = _missing_columns(names)
     if missing:
         info.problem = (
             f"lacks required column(s) {', '.join(missing)}; add them to the header row "
@@ -302,17 +358,121 @@ def read_claim_file(path: str) -> tuple[ClaimFile, pl.DataFrame | None]:
         )
         .alias("row_problem"),
         "source_line",
-        pl.lit(path).alias("source_file"),
+        pl.lit(source).alias("source_file"),
         pl.int_range(pl.len(), dtype=pl.Int64).alias("row_no"),
     )
-    return info, frame
+    return info, (profile.respelled(frame) if profile is not None else frame)
+
+
+def read_claim_workbook(
+    path: str, profile: ColumnProfile | None = None
+) -> list[tuple[ClaimFile, pl.DataFrame | None]]:
+    """Every claim table of an .xlsx workbook: each sheet whose header row names the
+    required columns, as `file.xlsx[Sheet]` with the sheet's own row numbers. The other
+    sheets are listed in `skipped_sheets` of the first table (or, if there is none, the
+    workbook is a file problem naming them)."""
+    from validator.workbook import WorkbookError, read_workbook
+
+    workbook = ClaimFile(path=_shown(path), source=path, encoding="xlsx")
+    data = _file_bytes(workbook, path)
+    if data is None:
+        return [(workbook, None)]
+    try:
+        sheets = read_workbook(data)
+    except WorkbookError as error:
+        workbook.problem = str(error)
+        return [(workbook, None)]
+    del data
+    tables: list[tuple[ClaimFile, pl.DataFrame | None]] = []
+    skipped: list[str] = []
+    for sheet in sheets:
+        source = f"{path}[{sheet.name}]"
+        info = ClaimFile(_shown(source), workbook.sha256, "xlsx", source=source)
+        if sheet.problem:
+            info.problem = sheet.problem
+            tables.append((info, None))
+            continue
+        if sheet.skipped:
+            skipped.append(f"{sheet.name} ({sheet.skipped})")
+            continue
+        if sheet.cells is None or not sheet.header or _is_blank(sheet.header):
+            skipped.append(f"{sheet.name} (empty)")
+            continue
+        missing = _missing_columns(_column_names(sheet.header, profile))
+        if missing:
+            skipped.append(f"{sheet.name} (no {', '.join(missing[:3])} column)")
+            continue
+        if sheet.error_count:
+            info.problem = (
+                f"has {sheet.error_count} cell(s) showing a formula error (#REF!, #DIV/0!, "
+                f"#VALUE! ...), at {', '.join(sheet.error_cells) or 'cells without a reference'}"
+                "; correct them in the workbook and save it again"
+            )
+            info.unread_rows = sheet.cells.height
+            tables.append((info, None))
+            continue
+        tables.append(_claim_table(info, sheet.header, sheet.cells, source, profile))
+    if not tables:
+        workbook.problem = (
+            "has no sheet whose header row names the claim columns (README, Inputs); "
+            f"its sheets: {'; '.join(skipped) or 'none'}"
+        )
+        return [(workbook, None)]
+    tables[0][0].skipped_sheets = skipped
+    return tables
+
+
+def skipped_sheets_text(file: ClaimFile) -> str:
+    """What a run or check says of a workbook's sheets that hold no claim table."""
+    workbook = file.path.rsplit("[", 1)[0]
+    return f"{workbook}: sheet(s) skipped, not claim tables: {'; '.join(file.skipped_sheets)}"
+
+
+def read_claim_source(
+    path: str, profile: ColumnProfile | None = None
+) -> list[tuple[ClaimFile, pl.DataFrame | None]]:
+    """A CSV file (one table) or an .xlsx workbook (a table per claim sheet)."""
+    if path.lower().endswith(".xlsx"):
+        return read_claim_workbook(path, profile)
+    return [read_claim_file(path, profile)]
+
+
+def _named_before(paths: list[str]) -> list[str | None]:
+    """For each path, the earlier path of the same real file, if one was named already (the
+    same file under another name, or a file given and also found in a folder given)."""
+    seen: dict[str, str] = {}
+    earlier: list[str | None] = []
+    for path in paths:
+        real = os.path.realpath(path)
+        earlier.append(seen.get(real) if os.path.isfile(real) else None)
+        seen.setdefault(real, path)
+    return earlier
+
+
+def _read_once(
+    path: str, earlier: str | None, profile: ColumnProfile | None
+) -> list[tuple[ClaimFile, pl.DataFrame | None]]:
+    """read_claim_source, except that a file already named is reported, not read again: its
+    lines would otherwise be claimed, and paid, twice."""
+    if earlier is None:
+        return read_claim_source(path, profile)
+    info = ClaimFile(path=os.fsencode(path).decode("utf-8", "backslashreplace"))
+    shown = os.fsencode(earlier).decode("utf-8", "backslashreplace")
+    info.problem = (
+        f"is the same file as {shown}, named again; it was read once, so its lines are "
+        "claimed once: name each claim file once"
+    )
+    return [(info, None)]
 
 
 def read_claims(
-    arguments: list[str], on_file: Callable[[ClaimFile, int, int], None] | None = None
+    arguments: list[str],
+    on_file: Callable[[ClaimFile, int, int], None] | None = None,
+    profile: ColumnProfile | None = None,
 ) -> tuple[list[ClaimFile], pl.DataFrame]:
     """Every claim file named (directories expanded), as one frame of text rows.
-    `on_file(file, number, total)` is told after each file, for progress reports.
+    `on_file(file, number, total)` is told after each file, for progress reports; `profile`
+    (a column profile) renames and respells every file's columns.
 
     Files are read two at a time: most of a file's reading is Polars and hashing, which let
     go of the GIL. Rows are numbered in the order of the files, whatever order they finish.
@@ -322,13 +482,19 @@ def read_claims(
     next_row_no = 1
     paths = expand_claim_paths(arguments)
     with ThreadPoolExecutor(READERS, thread_name_prefix="read") as pool:
-        for number, (info, frame) in enumerate(pool.map(read_claim_file, paths), start=1):
-            files.append(info)
+        sources = pool.map(
+            lambda path, earlier: _read_once(path, earlier, profile),
+            paths,
+            _named_before(paths),
+        )
+        for number, tables in enumerate(sources, start=1):
+            for info, frame in tables:
+                files.append(info)
+                if frame is not None:
+                    frames.append(frame.with_columns(pl.col("row_no") + next_row_no))
+                    next_row_no += frame.height
             if on_file is not None:
-                on_file(info, number, len(paths))
-            if frame is not None:
-                frames.append(frame.with_columns(pl.col("row_no") + next_row_no))
-                next_row_no += frame.height
+                on_file(tables[0][0], number, len(paths))
     if frames:
         claims = pl.concat(frames, how="vertical")
     else:

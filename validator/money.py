@@ -25,10 +25,10 @@ from dataclasses import dataclass
 import polars as pl
 
 from validator import values as v
+from validator.load import CLAIM_COLUMNS
 
 UNKNOWN_MONTH = "unknown"  # payments.csv's month for a schema-rejected row whose month is unread
-PCN_CODE = r"^U\d{5}$"
-OUTCOMES = ("paid", "reduced", "not_payable", "schema_rejected")
+PCN_CODE = CLAIM_COLUMNS["pcn_code"]["pattern"]  # the schema's own: a valid PCN code
 
 # The columns of summary.csv, payments.csv and lines.csv (README "Outputs"), and which of
 # them are money.

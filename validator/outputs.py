@@ -117,6 +117,7 @@ def _inputs(result: RunResult) -> list[dict]:
                 "problem": file.problem or None,
                 "rows_not_read": file.unread_rows,
                 "ignored_columns": file.extra_columns,
+                "skipped_sheets": file.skipped_sheets,
             }
         )
     inputs.extend(result.input_facts)  # the register and agreements, hashed as read
@@ -316,7 +317,7 @@ def exceptions_xlsx(result: RunResult, path: Path) -> None:
                 {"message": 90, "source_file": 30},
             )
         ]
-    xlsx.workbook(
+    xlsx.write_workbook(
         path,
         [
             (

@@ -23,6 +23,7 @@ from validator.catalogue import Catalogue, Rule, load_catalogue
 from validator.engine import RulesEngine
 from validator.errors import ConfigError
 from validator.load import ClaimFile, read_claims
+from validator.profile import load_profile
 from validator.reference import Reference, load_agreements, load_reference, load_register
 from validator.schema import check_claims
 from validator.timing import PhaseTimer
@@ -56,6 +57,7 @@ class RunOptions:
     reference: Path | None = None
     month: str | None = None
     show_names: bool = False
+    columns: Path | None = None  # a column profile: another export's headers and spellings
     engine_mode: str = "fast"
     # An earlier run's output folder, or a function of the review month that finds one.
     previous: Path | Callable[[str], Path | None] | None = None
@@ -175,6 +177,10 @@ class _Run:
         self.input_facts = [{"kind": "pcns", **register_facts}]
         if agreement_facts is not None:
             self.input_facts.append({"kind": "agreements", **agreement_facts})
+        self.profile = None
+        if options.columns is not None:
+            self.profile = load_profile(options.columns, self.reference.role_names)
+            self.input_facts.append(self.profile.manifest_entry())
         self.review = parse_review_month(options.month)
         self.previous: pl.DataFrame | None = None
         self.previous_folder: Path | None = None
@@ -240,6 +246,7 @@ class _Run:
                     rows=file.rows_read,
                     problem=file.problem,
                 ),
+                self.profile,
             )
         self._tell("phase", name="schema")
         with timer("schema"):

@@ -15,7 +15,7 @@ import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 
 import polars as pl
@@ -116,23 +116,30 @@ def _positive_count(cell: str) -> int:
     return value
 
 
+def _decimal(cell: str, expected: str) -> Decimal:
+    """A plain decimal number: never NaN, Infinity or an exponent (1e30)."""
+    text = cell.strip()
+    if not re.fullmatch(r"[0-9]{1,9}(\.[0-9]{1,9})?", text):
+        raise CellError(expected)
+    return Decimal(text)
+
+
+MAX_LIMIT_WTE = 1_000  # a number limit no PCN's list could reach
+
+
 def _wte(cell: str) -> int:
-    try:
-        value = Decimal(cell.strip())
-    except InvalidOperation:
-        raise CellError("a WTE as a decimal, e.g. 1.0") from None
+    value = _decimal(cell, "a WTE as a decimal, e.g. 1.0")
     units = value * v.WTE_UNITS
-    if value <= 0 or units != units.to_integral_value():
-        raise CellError("a positive WTE with up to 6 decimal places, e.g. 1.0")
+    if not 0 < value <= MAX_LIMIT_WTE or units != units.to_integral_value():
+        raise CellError(
+            f"a positive WTE of at most {MAX_LIMIT_WTE} with up to 6 decimal places, e.g. 1.0"
+        )
     return int(units)
 
 
 def _share_parts(cell: str) -> int:
     """A cost share such as 0.5 in parts per 10,000."""
-    try:
-        value = Decimal(cell.strip())
-    except InvalidOperation:
-        raise CellError("a share between 0 and 1, e.g. 0.5") from None
+    value = _decimal(cell, "a share between 0 and 1, e.g. 0.5")
     parts = value * 10_000
     if not 0 < value <= 1 or parts != parts.to_integral_value():
         raise CellError("a share between 0 and 1 with up to 4 decimal places, e.g. 0.5")

@@ -38,14 +38,14 @@ def printable(text: str, keep_newlines: bool = False) -> str:
 
 # What --quiet still logs: errors, and in json (for a collector) every run's finish.
 _ALWAYS = {
-    "text": frozenset({"error", "warning", "stopped"}),
-    "json": frozenset({"error", "warning", "stopped", "finish"}),
+    "text": frozenset({"error", "stopped"}),
+    "json": frozenset({"error", "stopped", "finish"}),
 }
 
 
 class RunLog:
-    """A run's log lines on stderr. With `quiet`, only errors and warnings (cron mail then
-    holds only what needs a person); in json every line is one object."""
+    """A run's log lines on stderr. With `quiet`, only errors (cron mail then holds only what
+    needs a person); in json every line is one object."""
 
     def __init__(
         self, log_format: str, run_id: str, stream: TextIO | None = None, quiet: bool = False

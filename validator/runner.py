@@ -25,6 +25,7 @@ import fcntl
 import json
 import os
 import platform
+import re
 import shutil
 import stat
 import threading
@@ -58,7 +59,7 @@ OUTPUT_FILES = frozenset(
         "rules.html",
     }
 )
-OUTPUT_FOLDERS = {"pcn": ".html"}  # a folder of pages, and the one suffix its files have
+OUTPUT_FOLDERS = {"pcn": re.compile(r"U[0-9]{5}\.html")}  # the PCN pages, by their names
 
 
 class LockHeld(Exception):
@@ -166,28 +167,64 @@ class OutputLock:
 
 def _leftovers(out: Path) -> list[Path]:
     """Folders beside `out` from earlier runs: the outputs before the last run (`.old-`),
-    or a killed run's half-written staging folder (`.new-`)."""
-    return [
-        folder
-        for pattern in (f".{out.name}.new-*", f".{out.name}.old-*")
-        for folder in out.parent.glob(pattern)
-        if folder.is_dir() and not folder.is_symlink()
-    ]
-
-
-def clear_leftovers(out: Path) -> threading.Thread:
-    """Remove the leftovers beside `out` on a background thread, and return it (publish
-    waits for it). Removing a thousand pages that are on disk takes ext4 a third of a second,
-    nearly all of it waiting on the journal, so it is done while the run validates. Only a
-    run holding the output folder's lock may call this."""
-    folders = _leftovers(out) if out.parent.is_dir() else []
-    thread = threading.Thread(
-        target=lambda: [shutil.rmtree(folder, ignore_errors=True) for folder in folders],
-        name="clear-leftovers",
-        daemon=True,
+    or a killed run's half-written staging folder (`.new-`). Matched by name, never as a
+    glob pattern (an `--out` named `o[1]` must not match `.o1.old-*`)."""
+    prefixes = (f".{out.name}.new-", f".{out.name}.old-")
+    return sorted(
+        entry
+        for entry in out.parent.iterdir()
+        if entry.name.startswith(prefixes) and entry.is_dir() and not entry.is_symlink()
     )
-    thread.start()
-    return thread
+
+
+class Clearing:
+    """The removal of `out`'s leftovers, on a background thread (join waits for it).
+    Removing a thousand pages that are on disk takes ext4 a third of a second, nearly all of
+    it waiting on the journal, so it is done while the run builds its report. Only a run
+    holding the output folder's lock may start it.
+
+    An earlier run's replaced outputs (`.old-`) are removed only if they hold nothing this
+    tool did not write (a file put into the folder while that run published is kept, and
+    named in `kept`), and never while `out` itself is missing: then the `.old-` folder may be
+    the only copy of the last outputs (a stop between the two renames of a publish without
+    an atomic exchange)."""
+
+    def __init__(self, out: Path) -> None:
+        self.kept: list[Path] = []
+        folders = _leftovers(out) if out.parent.is_dir() else []
+        removable = []
+        for folder in folders:
+            if folder.name.startswith(f".{out.name}.old-"):
+                if not out.exists():
+                    continue
+                with contextlib.suppress(OSError):
+                    if _foreign_entries(folder):
+                        self.kept.append(folder)
+                        continue
+            removable.append(folder)
+        self.thread = threading.Thread(
+            target=lambda: [shutil.rmtree(folder, ignore_errors=True) for folder in removable],
+            name="clear-leftovers",
+            daemon=True,
+        )
+        self.thread.start()
+
+    def join(self) -> None:
+        self.thread.join()
+
+
+def _sync(folder: Path) -> None:
+    """Everything written on `folder`'s file system reaches the disk (syncfs: that file
+    system only, not every disk of the host as sync does)."""
+    import ctypes.util  # here, not at the top: it costs `rules` and `--help` 15 ms to start
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    handle = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if not hasattr(libc, "syncfs") or libc.syncfs(handle) != 0:
+            os.sync()
+    finally:
+        os.close(handle)
 
 
 def _hostname() -> str:
@@ -218,7 +255,7 @@ class Staging:
     never half of one.
 
     The outputs it replaces stay beside it as `.NAME.old-*` until the next run, which
-    removes them (clear_leftovers) while it validates.
+    removes them (Clearing) while it builds its report.
     """
 
     def __init__(self, out: Path) -> None:
@@ -232,20 +269,24 @@ class Staging:
     def publish(self) -> None:
         out, staging = self.out, self.folder
         try:
-            os.sync()  # everything on disk before it is published (one call, not one per file)
-            staging.chmod(0o755)
+            _sync(staging)  # everything on disk before it is published (one call, not per file)
+            umask = os.umask(0)
+            os.umask(umask)
+            staging.chmod(0o777 & ~umask)  # as a folder made by mkdir would be
             import tempfile
 
             previous = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
             previous.rmdir()
             if out.exists() and _exchange(staging, out):
+                self.published = True  # the new outputs are live from this moment
                 staging.rename(previous)  # staging now holds the outputs it replaced
             elif out.exists():
                 out.rename(previous)
                 staging.rename(out)
+                self.published = True
             else:
                 staging.rename(out)
-            self.published = True
+                self.published = True
         except BaseException:
             if self.published:
                 raise  # a stop just after publishing: the new outputs stand
@@ -263,11 +304,11 @@ def _foreign_entries(out: Path) -> list[str]:
         if entry.is_symlink():
             foreign.append(entry.name)
         elif entry.is_dir() and entry.name in OUTPUT_FOLDERS:
-            suffix = OUTPUT_FOLDERS[entry.name]
+            pattern = OUTPUT_FOLDERS[entry.name]
             foreign += [
                 f"{entry.name}/{page.name}"
                 for page in sorted(entry.iterdir())
-                if page.is_symlink() or not page.is_file() or page.suffix != suffix
+                if page.is_symlink() or not page.is_file() or not pattern.fullmatch(page.name)
             ]
         elif not (entry.is_file() and entry.name in OUTPUT_FILES):
             foreign.append(entry.name)
@@ -323,6 +364,20 @@ def check_output_folder(out: Path, inputs: list[tuple[str, Path]]) -> Path:
             "(nothing was changed)"
         )
     return out
+
+
+def check_timings(path: Path, inputs: list[tuple[str, Path]], out: Path | None) -> None:
+    """--timings FILE must not be, or lie inside, an input or the output folder: it would
+    overwrite an input, or a published output after the manifest hashed it."""
+    target = real_path(path)
+    named = [*inputs, *([("--out", out)] if out is not None else [])]
+    for option, other in named:
+        place = real_path(other)
+        if target == place or place in target.parents:
+            raise ConfigError(
+                f"--timings {path} is, or lies inside, {option} {other}; write the timings "
+                "somewhere apart from the inputs and the output folder"
+            )
 
 
 def _kind(path: Path) -> str:
@@ -399,6 +454,16 @@ def review_month_lines(result: RunResult) -> int:
     return checked + rejected
 
 
+def month_before_lines(result: RunResult) -> tuple[str, int] | None:
+    """The claim month before the review month and its checked lines, if it has any."""
+    if result.review_month is None:
+        return None
+    month = result.review_month
+    before = (month.replace(day=1) - dt.timedelta(days=1)).replace(day=1)
+    count = result.lines.filter(result.lines["month_date"] == before).height
+    return (f"{before:%Y-%m}", count) if count else None
+
+
 class OutputRun:
     """One run from lock to publish. `published` tells a stop after publishing from one
     before it (the previous outputs are then left as they were)."""
@@ -431,21 +496,26 @@ class OutputRun:
         self.staging: Staging | None = None
         self.out: Path | None = None
         self._lock: OutputLock | None = None
-        self._clearing: threading.Thread | None = None
+        self._clearing: Clearing | None = None
 
-    def _take(self, out: Path) -> Path:
-        """Check `out`, lock it, and start clearing what earlier runs left beside it."""
-        out = check_output_folder(out, self.inputs)
+    def _take(self, out: Path) -> None:
+        """Lock the real output folder (creating its parent and the lock file only now, once
+        there is something to publish), check it again under the lock, and start clearing
+        what earlier runs left beside it."""
         lock = OutputLock(out)
         lock.acquire(self.wait)
         self._lock = lock
         if lock.stale_holder:
             self.event("stale_lock_cleared", holder=lock.stale_holder, lock=str(lock.path))
         # Checked again under the lock: another run may have published there meanwhile.
-        out = check_output_folder(out, self.inputs)
-        self._clearing = clear_leftovers(out)
-        self.out = out
-        return out
+        self.out = check_output_folder(out, self.inputs)
+        self._clearing = Clearing(self.out)
+        for folder in self._clearing.kept:
+            self.event(
+                "warning",
+                message=f"{folder} holds files this tool did not write, so it was kept; "
+                "move what you need out of it and remove it",
+            )
 
     def execute(self) -> Outcome:
         from validator.outputs import data_files, write_outputs
@@ -456,22 +526,22 @@ class OutputRun:
         for option, path in self.inputs:
             check_input(option, path)
         out = out_folder(self.pattern, self.options.month)
+        if out is not None:
+            out = check_output_folder(out, self.inputs)  # refused before any work
         rendering = None
         try:
-            if out is not None:
-                self._take(out)
             rendering = Rendering()  # the page renderer starts while the run validates
             result = run_validation(self.options)
             review = f"{result.review_month:%Y-%m}" if result.review_month else None
             lines = review_month_lines(result)
             if not lines:
-                raise ConfigError(self._no_lines_message(result, review))
-            if self.out is None:
-                self._take(out_folder(self.pattern, review))
+                raise ConfigError(self._no_lines_message(result, review, out))
+            if out is None:
+                out = check_output_folder(out_folder(self.pattern, review), self.inputs)
+            self._take(out)
             exit_code = exit_code_for(result, self.fail_on)
             try:
                 self.event("phase", name="report")
-                self._clearing.join()  # nothing from an earlier run is removed after this
                 self.staging = staging = Staging(self.out)
                 with result.timings("report"):
                     # A child process renders the pages while this one builds the data files.
@@ -483,6 +553,8 @@ class OutputRun:
                     write_outputs(
                         result, staging.folder, self.started, exit_code, self.run_id, data
                     )
+                    self._clearing.join()  # nothing from an earlier run is removed after this
+                    check_output_folder(self.out, self.inputs)  # nothing put there meanwhile
                     staging.publish()
             except BaseException as error:
                 rendering.stop()
@@ -504,13 +576,13 @@ class OutputRun:
             if self._lock is not None:
                 self._lock.release()
 
-    def _no_lines_message(self, result: RunResult, review: str | None) -> str:
+    def _no_lines_message(self, result: RunResult, review: str | None, out: Path | None) -> str:
         read = len(result.files) - len(result.file_problems)
         problems = "".join(f"\n  {file.path}: {file.problem}" for file in result.file_problems)
         month = f"the review month {review}" if review else "the input"
         return (
             f"{month} has no claim lines ({read} of {len(result.files)} claim file(s) read, "
             f"{result.rows_read} rows in all){problems}\nNothing was published"
-            + (f" and {self.out} was left as it was" if self.out else "")
+            + (f" and {out} was left as it was" if out else "")
             + ": check the claim files and --month."
         )

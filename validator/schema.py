@@ -315,3 +315,14 @@ def _typed(checked: pl.DataFrame) -> pl.DataFrame:
         pl.col("afc_band").fill_null("").str.to_lowercase(),
         pl.col("staff_name").fill_null(""),
     )
+
+
+def valid_cells(name: str, texts: list[str], roles: dict[str, str]) -> list[bool]:
+    """Whether each text, as a cell of column `name`, passes that column's own checks (the
+    ones that do not compare it with another column): how a column profile's value aliases
+    are checked against this one schema."""
+    frame = pl.DataFrame(
+        {column: texts if column == name else [None] * len(texts) for column in CLAIM_COLUMNS},
+        schema=dict.fromkeys(CLAIM_COLUMNS, pl.String),
+    )
+    return with_values(frame, roles)[f"{name}__problem"].is_null().to_list()

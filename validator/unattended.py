@@ -1,20 +1,19 @@
-"""Running from cron with nobody watching: a lock per output folder, clean stops on SIGTERM
-and SIGINT, and the TOML config file that holds a scheduled run's settings."""
+"""Running from cron with nobody watching: clean stops on SIGTERM and SIGINT, the TOML config
+file that holds a scheduled run's settings (every key type-checked), and which earlier run a
+scheduled run compares against. (The output folder's lock is runner.py's.)"""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 import signal
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from validator.errors import ConfigError
-
-
-class LockHeld(Exception):
-    """Another run holds the output folder's lock."""
 
 
 class Stopped(BaseException):
@@ -52,6 +51,7 @@ class RunConfig:
     pcns: str | None = None
     agreements: str | None = None
     reference: str | None = None
+    columns: str | None = None
     month: str = "latest"
     out: str | None = None
     previous: str = ""
@@ -67,6 +67,7 @@ claims = ["claims"]                     # files or folders of *.csv
 pcns = "pcns.csv"
 agreements = "agreements.csv"           # optional
 reference = "reference"                 # optional
+columns = "profiles/export.toml"        # optional: a column profile for another export
 month = "previous-calendar-month"       # or "latest", or a month such as "2021-12"
 out = "reports/{review_month}"          # {review_month} keeps one folder per month
 previous = "auto"                       # chain to the latest earlier run, or a folder, or ""
@@ -82,6 +83,7 @@ _CONFIG_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "pcns": ((str,), 'a path in quotes, e.g. "pcns.csv"'),
     "agreements": ((str,), "a path in quotes"),
     "reference": ((str,), "a path in quotes"),
+    "columns": ((str,), 'a column profile\'s path in quotes, e.g. "profiles/export.toml"'),
     "month": ((str,), 'latest, previous-calendar-month or a month such as "2021-12", in quotes'),
     "out": ((str,), 'a path in quotes, e.g. "reports/{review_month}"'),
     "previous": ((str,), '"auto", "" or a path, in quotes'),
@@ -167,6 +169,7 @@ def load_config(path: Path) -> RunConfig:
         pcns=resolve(data.get("pcns")),
         agreements=resolve(data.get("agreements")),
         reference=resolve(data.get("reference")),
+        columns=resolve(data.get("columns")),
         month=check_month_policy(data.get("month", "latest"), f"--config {path}: month"),
         out=resolve(data.get("out")),
         previous=previous if previous in ("", "auto") else resolve(previous),
@@ -200,13 +203,30 @@ def out_folder(pattern: str, review_month: str | None) -> Path | None:
     return Path(pattern.replace("{review_month}", review_month))
 
 
+MANIFEST_LIMIT = 256 << 20  # bytes; a national run's manifest is a few hundred kilobytes
+
+
 def run_manifest(folder: Path) -> dict | None:
     """The manifest of a run this tool wrote into `folder`, or None if it holds none."""
     try:
-        with (folder / "manifest.json").open("rb") as handle:
-            document = json.loads(handle.read(1_000_000))
+        # Non-blocking and no links: a FIFO or a link named manifest.json is not a manifest.
+        handle = os.open(folder / "manifest.json", os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(handle).st_mode):
+            return None
+        chunks, size = [], 0
+        while chunk := os.read(handle, 1 << 20):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MANIFEST_LIMIT:
+                return None  # no manifest this tool writes comes near it
+        document = json.loads(b"".join(chunks))
     except (OSError, ValueError):
         return None
+    finally:
+        os.close(handle)
     if isinstance(document, dict) and document.get("tool") == "arrs-validate":
         return document
     return None

@@ -213,7 +213,14 @@ def _sheet(frame: pl.DataFrame, money: tuple[str, ...], widths: dict[str, int]) 
     yield f'</sheetData><autoFilter ref="A1:{last}"/></worksheet>'.encode()
 
 
-def workbook(
+def workbook(sheets: list[tuple[str, pl.DataFrame, tuple[str, ...], dict[str, int]]]) -> bytes:
+    """The bytes of an .xlsx of `sheets` (write_workbook; for small workbooks)."""
+    buffer = io.BytesIO()
+    write_workbook(buffer, sheets)
+    return buffer.getvalue()
+
+
+def write_workbook(
     path: Path | BinaryIO,
     sheets: list[tuple[str, pl.DataFrame, tuple[str, ...], dict[str, int]]],
 ) -> None:
