@@ -190,3 +190,20 @@ def test_a_retired_rule_is_listed_but_never_run(tmp_path):
     catalogue = load_catalogue(copy)
     assert catalogue.get("TRN-02").retired
     assert "TRN-02" not in {rule.id for rule in catalogue.active}
+
+
+def test_a_cached_catalogue_others_could_write_is_never_loaded(tmp_path, monkeypatch):
+    """A pickle runs code as it loads: a cache file (or folder) writable by other users is
+    ignored, and the rule files are read instead."""
+    from validator import catalogue as module
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    fresh = load_catalogue()
+    [cached] = (tmp_path / "arrs-validate").glob("catalogue-*.pickle")
+    assert module._read_cache(cached) is not None
+    cached.chmod(0o666)
+    assert module._read_cache(cached) is None
+    cached.chmod(0o600)
+    cached.parent.chmod(0o777)
+    assert module._read_cache(cached) is None
+    assert load_catalogue().digest == fresh.digest  # still loads, from the rule files

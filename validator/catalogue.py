@@ -17,6 +17,7 @@ import ast
 import hashlib
 import os
 import pickle
+import stat
 import string
 import sys
 from dataclasses import dataclass, field
@@ -486,12 +487,26 @@ def _cache_file(directory: Path, digest: str) -> Path | None:
     return Path(root) / "arrs-validate" / f"catalogue-{key.hexdigest()[:32]}.pickle"
 
 
+def _private(path: Path) -> bool:
+    """Owned by this user and writable by nobody else: a pickle runs code as it loads, so
+    only a file no other user could have written is ever loaded (a shared or world-writable
+    XDG_CACHE_HOME must not become a way to run code in someone's validation)."""
+    try:
+        for item in (path, path.parent):
+            info = item.lstat()
+            if info.st_uid != os.getuid() or info.st_mode & 0o022 or stat.S_ISLNK(info.st_mode):
+                return False
+    except OSError:
+        return False
+    return True
+
+
 def _read_cache(cached: Path | None) -> Catalogue | None:
-    if cached is None:
+    if cached is None or not _private(cached):
         return None
     try:
         catalogue = pickle.loads(cached.read_bytes())
-    except Exception:  # absent, unreadable or damaged: load the files instead
+    except Exception:  # unreadable or damaged: load the files instead
         return None
     return catalogue if isinstance(catalogue, Catalogue) else None
 
@@ -500,9 +515,11 @@ def _write_cache(cached: Path | None, catalogue: Catalogue) -> None:
     if cached is None:
         return
     try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
+        cached.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         partial = cached.with_name(f"{cached.name}.{os.getpid()}")
-        partial.write_bytes(pickle.dumps(catalogue, protocol=pickle.HIGHEST_PROTOCOL))
+        handle = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(handle, "wb") as file:
+            file.write(pickle.dumps(catalogue, protocol=pickle.HIGHEST_PROTOCOL))
         os.replace(partial, cached)  # whole or not at all, whoever else writes it
     except OSError:
         pass
