@@ -17,7 +17,7 @@ from pathlib import Path
 
 import polars as pl
 
-from validator import derive, findings, history, money
+from validator import derive, findings, history, money, units
 from validator import values as v
 from validator.catalogue import Catalogue, Rule, load_catalogue
 from validator.engine import RulesEngine
@@ -114,7 +114,7 @@ class RunResult:
 def parse_review_month(text: str | None) -> dt.date | None:
     if text is None:
         return None
-    if not re.fullmatch(r"(?:19|2[01])[0-9]{2}-(0[1-9]|1[0-2])", text):
+    if not re.fullmatch(units.MONTH_PATTERN, text):
         raise ConfigError(f"--month {text}: expected the review month as YYYY-MM, e.g. 2021-12")
     return dt.date(int(text[:4]), int(text[5:]), 1)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import polars as pl
 
+from validator import units
 from validator import values as v
 from validator.errors import ConfigError
 from validator.load import CLAIM_COLUMNS, decode, normalise_header
@@ -63,8 +64,8 @@ def _pcn_code(cell: str) -> str:
 def _date(cell: str) -> dt.date:
     text = cell.strip()
     for pattern, form in (
-        (r"(?:19|2[01])[0-9]{2}-[0-9]{2}-[0-9]{2}", "%Y-%m-%d"),
-        (r"[0-9]{1,2}/[0-9]{1,2}/(?:19|2[01])[0-9]{2}", "%d/%m/%Y"),
+        (units.ISO_DATE_PATTERN, "%Y-%m-%d"),
+        (units.UK_DATE_PATTERN, "%d/%m/%Y"),
     ):
         if re.fullmatch(pattern, text):
             try:
@@ -80,14 +81,14 @@ def _optional_date(cell: str) -> dt.date | None:
 
 def _month(cell: str) -> dt.date:
     text = cell.strip()
-    if not re.fullmatch(r"(?:19|2[01])[0-9]{2}-(0[1-9]|1[0-2])", text):
+    if not re.fullmatch(units.MONTH_PATTERN, text):
         raise CellError("a month as YYYY-MM")
     return dt.date(int(text[:4]), int(text[5:]), 1)
 
 
 def _money(cell: str) -> int:
     text = cell.strip()
-    match = re.fullmatch(r"£?([0-9]{1,3}(?:,[0-9]{3})+|[0-9]{1,12})(?:\.([0-9]{1,2}))?", text)
+    match = re.fullmatch(units.MONEY_PATTERN, text)
     if not match:
         raise CellError("an amount in pounds with at most 2 decimal places, e.g. 56829.00")
     pence = int(match.group(1).replace(",", "")) * 100 + int((match.group(2) or "").ljust(2, "0"))

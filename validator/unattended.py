@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from validator.errors import ConfigError
+from validator.units import MONTH_PATTERN
 
 
 class Stopped(BaseException):
@@ -125,9 +126,7 @@ def check_choice(value: str, choices: tuple[str, ...], where: str) -> str:
 
 
 def check_month_policy(policy: str, where: str) -> str:
-    if policy not in MONTH_POLICIES and not re.fullmatch(
-        r"(?:19|2[01])[0-9]{2}-(0[1-9]|1[0-2])", policy
-    ):
+    if policy not in MONTH_POLICIES and not re.fullmatch(MONTH_PATTERN, policy):
         raise ConfigError(
             f"{where} {policy}: expected latest, previous-calendar-month or a month YYYY-MM "
             "between 1900 and 2199, such as 2021-12"

@@ -16,6 +16,14 @@ WTE_AGREEMENT_UNITS = WTE_UNITS // 100
 # or PCN's ARRS sum comes near it, and with it every product and sum the run makes (a million
 # lines of it, a maximum times WTE units times days) stays far inside a 64-bit integer.
 MAX_MONEY_PENCE = 1_000_000_000
+# The texts every reader accepts, as regular expressions of ASCII digits only (Python's and
+# Polars' \d also match other scripts' digits), years 1900-2199: written once for the Polars
+# parsers (values.py), the reference and config readers, and --month.
+YEAR = r"(?:19|2[01])[0-9]{2}"
+MONTH_PATTERN = YEAR + r"-(0[1-9]|1[0-2])"
+ISO_DATE_PATTERN = YEAR + r"-[0-9]{2}-[0-9]{2}"
+UK_DATE_PATTERN = r"[0-9]{1,2}/[0-9]{1,2}/" + YEAR
+MONEY_PATTERN = r"£?([0-9]{1,3}(?:,[0-9]{3})+|[0-9]{1,12})(?:\.([0-9]{1,2}))?"
 # A date that never comes: stands for a blank date in engine records (yyyymmdd integers).
 NEVER = 99_991_231
 

@@ -11,6 +11,7 @@ import datetime as dt
 
 import polars as pl
 
+from validator import units
 from validator.units import (  # noqa: F401 (the exact units, read by every layer as v.NAME)
     FULL_TIME_MILLIHOURS,
     MAX_MONEY_PENCE,
@@ -21,10 +22,10 @@ from validator.units import (  # noqa: F401 (the exact units, read by every laye
     WTE_UNITS,
 )
 
-_MONEY = r"^£?([0-9]{1,3}(?:,[0-9]{3})+|[0-9]{1,12})(?:\.([0-9]{1,2}))?$"
-_ISO_DATE = r"^(?:19|2[01])[0-9]{2}-[0-9]{2}-[0-9]{2}$"
-_UK_DATE = r"^[0-9]{1,2}/[0-9]{1,2}/(?:19|2[01])[0-9]{2}$"
-_MONTH = r"^(?:19|2[01])[0-9]{2}-(0[1-9]|1[0-2])$"
+_MONEY = f"^{units.MONEY_PATTERN}$"
+_ISO_DATE = f"^{units.ISO_DATE_PATTERN}$"
+_UK_DATE = f"^{units.UK_DATE_PATTERN}$"
+_MONTH = f"^{units.MONTH_PATTERN}$"
 _WTE = r"^([0-9])(?:\.([0-9]{1,6}))?$"
 _HOURS = r"^([0-9]{1,2})(?:\.([0-9]{1,3}))?$"
 
