@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.helpers import BASE_LINE, CLAIM_HEADER, claims, projection, register
@@ -154,3 +156,33 @@ def test_fast_and_exact_readers_agree(tmp_path):
     assert fast is not None
     assert fast[0] == exact[0]
     assert fast[1].equals(exact[1])
+
+
+def test_claims_checked_a_batch_at_a_time_give_the_same_run(monkeypatch):
+    """The schema stage takes the claims a batch of files at a time (bounded memory); batches
+    of any size give the same findings, money and lines as one batch of everything."""
+    from validator import load, pipeline, schema
+
+    sample = Path(__file__).resolve().parent.parent / "sample_claims"
+    options = {
+        "claims": [str(sample / "claims")],
+        "pcns": sample / "pcns.csv",
+        "agreements": sample / "agreements.csv",
+        "month": "2021-12",
+    }
+    monkeypatch.setattr(load, "BATCH_ROWS", load.ALL_ROWS)
+    whole = run_validation(RunOptions(**options))
+    monkeypatch.setattr(load, "BATCH_ROWS", 1)  # a batch per file
+    batches = []
+    checked = schema.check_claims
+    monkeypatch.setattr(
+        pipeline,
+        "check_claims",
+        lambda batch, roles: batches.append(batch.height) or checked(batch, roles),
+    )
+    batched = run_validation(RunOptions(**options))
+    assert len(batches) == len(whole.files) and sum(batches) == whole.rows_read
+    assert len(batched.files) == len(whole.files) > 1
+    assert batched.rows_read == whole.rows_read and batched.rows_rejected_by_schema > 0
+    for name in ("findings", "summary", "payments", "every_line", "lines"):
+        assert getattr(batched, name).equals(getattr(whole, name)), name

@@ -113,38 +113,51 @@ def line_fields(
     return lines
 
 
-def training_records(eligible: pl.DataFrame, reference: Reference) -> pl.DataFrame:
-    """One record per stage-C line and training condition of its role (reference/training.csv,
-    in its order): the value the line records in the condition's column, whether that is
-    `recorded` (not blank) and whether it is `met` (one of the accepted values)."""
-    conditions = reference.training.with_row_index("condition_order").with_columns(
-        pl.col("condition_order").cast(pl.Int64)
+def training_records(lines: pl.DataFrame, where: pl.Expr, reference: Reference) -> pl.DataFrame:
+    """One record per stage-C line (those of `lines` that `where` holds) and training
+    condition of its role (reference/training.csv, in its order): the value the line records
+    in the condition's column, whether that is `recorded` (not blank) and whether it is `met`
+    (one of the accepted values).
+
+    Built a condition column at a time, narrow, with the conditions' texts joined on last:
+    a million lines make about a million records."""
+    conditions = reference.training.with_row_index("condition_order").select(
+        pl.col("condition_order").cast(pl.Int64),
+        "role",
+        pl.col("level").alias("condition_level"),
+        "condition",
+        pl.col("column").alias("condition_column"),
+        pl.col("accepted").alias("condition_accepted"),
     )
-    value = pl.lit(None, dtype=pl.String)
-    for name in CONDITION_COLUMNS:
-        value = pl.when(pl.col("condition_column") == name).then(pl.col(name)).otherwise(value)
-    return (
-        eligible.select("row_no", "role", "month_date", *CONDITION_COLUMNS)
-        .join(
-            conditions.rename({"column": "condition_column", "accepted": "condition_accepted"}),
+    accepted = conditions.select(
+        "condition_order",
+        pl.col("condition_accepted").str.split(";").alias("condition_value"),
+        pl.lit(1, dtype=pl.Int64).alias("met"),
+    ).explode("condition_value")
+    eligible = lines.select("row_no", "role", "month_date", *CONDITION_COLUMNS).filter(where)
+    values = [
+        eligible.select("row_no", "role", "month_date", pl.col(name).alias("condition_value")).join(
+            conditions.filter(pl.col("condition_column") == name).select("role", "condition_order"),
             on="role",
         )
+        for name in CONDITION_COLUMNS
+    ]
+    return (
+        pl.concat(values)
         .sort("row_no", "condition_order")
-        .with_columns(value.alias("condition_value"))
+        .join(conditions.drop("role"), on="condition_order", how="left", maintain_order="left")
+        .join(
+            accepted, on=["condition_order", "condition_value"], how="left", maintain_order="left"
+        )
         .with_row_index("check_no")
         .select(
             pl.col("check_no").cast(pl.Int64),
             "row_no",
             "role",
             v.yyyymm(pl.col("month_date")).alias("claim_month"),
-            pl.col("level").alias("condition_level"),
+            "condition_level",
             pl.col("condition_value").is_not_null().cast(pl.Int64).alias("recorded"),
-            pl.col("condition_accepted")
-            .str.split(";")
-            .list.contains(pl.col("condition_value"))
-            .fill_null(False)
-            .cast(pl.Int64)
-            .alias("met"),
+            pl.col("met").fill_null(0),
             "condition",
             "condition_column",
             "condition_accepted",
@@ -165,6 +178,10 @@ def _with_rate_band(lines: pl.DataFrame, reference: Reference) -> pl.DataFrame:
     )
 
 
+# What a line's maximum reimbursable amount is looked up by (REF-01 names these when missing).
+RATE_KEY = ("role", "rate_band", "area", "month_date")
+
+
 def _annual_maxima(lines: pl.DataFrame, reference: Reference) -> pl.DataFrame:
     """The annual maximum in force for each (role, band, area, month) the lines need.
 
@@ -172,7 +189,7 @@ def _annual_maxima(lines: pl.DataFrame, reference: Reference) -> pl.DataFrame:
     latest effective_from on or before it, with effective_to blank or on or after it. A
     combination with none keeps a null maximum: its lines get REF-01 (docs/scheme.md).
     """
-    key = ["role", "rate_band", "area", "month_date"]
+    key = list(RATE_KEY)
     keys = lines.select(key).unique()
     chosen = (
         keys.join(reference.rates.rename({"afc_band": "rate_band"}), on=key[:3])
@@ -220,16 +237,9 @@ def missing_rates_message(missing: list[dict]) -> str:
     )
 
 
-# The line columns cost_fields reads, and those the run keeps with each eligible line
-# (its keys and its claim); the eligible lines carry these and their rules' fields only.
+# The line columns cost_fields reads.
 COST_INPUTS = (
     "row_no",
-    "source_file",
-    "source_line",
-    "pcn_code",
-    "financial_year",
-    "list_size",
-    "staff_id",
     "role",
     "afc_band",
     "area",
@@ -245,16 +255,17 @@ COST_INPUTS = (
     "cost_share",
     "reimbursement_start",
     "level7_signoff_date",
-    "amount_claimed",
-    *CONDITION_COLUMNS,
 )
 
 
 def cost_fields(
-    eligible: pl.DataFrame, reference: Reference, deadline_extensions: pl.DataFrame
+    lines: pl.DataFrame, reference: Reference, deadline_extensions: pl.DataFrame
 ) -> pl.DataFrame:
-    """Stage C figures for lines with no open stage-B finding."""
-    banded = _with_rate_band(eligible, reference)
+    """Stage C figures of each of `lines`, in their order: `row_no` and the figures only.
+    The lines' own columns stay in `lines`; pl.concat(how="horizontal") sets the two side by
+    side without copying either (a copy of nearly every line's columns was the run's
+    largest frame)."""
+    banded = _with_rate_band(lines.select(COST_INPUTS), reference)
     maxima = _annual_maxima(banded, reference)
     units = pl.col("wte_units")
     days = pl.col("days_in_post")
@@ -269,10 +280,10 @@ def cost_fields(
         .otherwise(0)
     )
     actual = pl.col("monthly_salary") + pl.col("employer_ni") + pl.col("employer_pension") + fee
-    lines = (
+    costed = (
         banded.join(
             maxima,
-            on=["role", "rate_band", "area", "month_date"],
+            on=list(RATE_KEY),
             how="left",
             maintain_order="left",
         )
@@ -306,7 +317,9 @@ def cost_fields(
             ).alias("cost_cap")
         )
     )
-    return lines
+    return costed.select(
+        name for name in costed.columns if name == "row_no" or name not in COST_INPUTS
+    )
 
 
 def limit_fields(eligible: pl.DataFrame, rejected: pl.Series, reference: Reference) -> pl.DataFrame:
@@ -323,7 +336,11 @@ def limit_fields(eligible: pl.DataFrame, rejected: pl.Series, reference: Referen
     effective = pl.col("wte_units") * pl.col("days_in_post")
     group = ["pcn_code", "month_date", "role"]
     limited = (
-        eligible.filter(~pl.col("row_no").is_in(rejected.implode()))
+        # The number-limited roles' lines first: a few of all, so nothing wide is copied.
+        eligible.filter(
+            pl.col("role").is_in(reference.limits["role"].unique().implode())
+            & ~pl.col("row_no").is_in(rejected.implode())
+        )
         .select(
             "row_no",
             *group,

@@ -28,8 +28,8 @@ _KEYS = ["finding_id", "rule_id", "severity", "status", "agreement_id"]
 class _Columns:
     """A frame's columns for message fields: a column it lacks reads as null."""
 
-    def __init__(self, frame: pl.DataFrame) -> None:
-        self.names = set(frame.columns)
+    def __init__(self, names: list[str]) -> None:
+        self.names = set(names)
 
     def __call__(self, name: str, dtype: pl.DataType | type = pl.String) -> pl.Expr:
         return pl.col(name) if name in self.names else pl.lit(None, dtype=dtype)
@@ -255,7 +255,7 @@ def _with_messages(
 ) -> pl.DataFrame:
     """`frame` with each finding's message: its rule's template filled from its own columns,
     by Polars for all of a rule's findings at once. A field no builder knows reads as ''."""
-    columns = _Columns(frame)
+    columns = _Columns(frame.columns)
     templates = {rule.id: rule.message for rule in catalogue.rules}
     parts = []
     for (rule_id,), found in frame.partition_by("rule_id", as_dict=True).items():
@@ -267,6 +267,22 @@ def _with_messages(
                 pieces.append(fields[name](columns).fill_null(""))
         parts.append(found.with_columns(pl.concat_str(pieces).alias("message")))
     return pl.concat(parts)
+
+
+def _columns_read(
+    catalogue: Catalogue, rule_ids: list[str], fields: dict[str, _Field], names: list[str]
+) -> set[str]:
+    """The columns, of `names`, that the messages of `rule_ids` read: a finding needs only
+    these of its line's many columns (hundreds of thousands of findings each joined with
+    every column of its line would be the run's largest frame)."""
+    columns = _Columns(names)
+    read: set[str] = set()
+    for rule in catalogue.rules:
+        if rule.id in rule_ids:
+            for _, name, _, _ in string.Formatter().parse(rule.message):
+                if name is not None and name in fields:
+                    read.update(fields[name](columns).meta.root_names())
+    return read
 
 
 # Evidence fields listing a line's companions: field -> the keys the lines share.
@@ -281,7 +297,11 @@ def _companions(
     catalogue: Catalogue, line_found: pl.DataFrame, lines: pl.DataFrame
 ) -> pl.DataFrame:
     """row_no and, for each field of _COMPANIONS a rule's message names, the other lines
-    sharing the line's keys: `claims/2021-06.csv line 18 (U71002)`, the first few of them."""
+    sharing the line's keys: `claims/2021-06.csv line 18 (U71002)`, the first few of them.
+
+    Only the first COMPANIONS_SHOWN + 1 lines of a group are ever named, so every line
+    outside them shows the same text, built once per group: five million lines of one
+    person cost one text and five million references to it, not five million texts."""
     result = line_found.select("row_no").unique()
     for name, keys in _COMPANIONS.items():
         rules = [rule.id for rule in catalogue.rules if "{" + name + "}" in rule.message]
@@ -289,39 +309,65 @@ def _companions(
         if not rows.height:
             continue
         wanted = lines.join(rows, on="row_no").select(*keys).unique()
-        group = lines.join(wanted, on=list(keys)).select(
-            *keys,
-            "row_no",
-            pl.format("{} line {} ({})", "source_file", "source_line", "pcn_code").alias("label"),
-        )
-        # Each line is joined with the first few lines of its group only (never the whole
-        # group): five million lines of one person stay five million rows, not 25 * 10**12.
-        ranked = group.sort("row_no").with_columns(
-            pl.int_range(pl.len()).over(keys).alias("_rank"), pl.len().over(keys).alias("_size")
-        )
-        heads = ranked.filter(pl.col("_rank") <= COMPANIONS_SHOWN).select(
-            *keys, pl.col("row_no").alias("row_no_other"), pl.col("label").alias("label_other")
-        )
-        others = (
-            ranked.select(*keys, "row_no", "_size")
-            .join(heads, on=list(keys))
-            .filter(pl.col("row_no") != pl.col("row_no_other"))
-            .sort("row_no", "row_no_other")
-            .group_by("row_no", maintain_order=True)
-            .agg(
-                pl.col("label_other").head(COMPANIONS_SHOWN).str.join("; "),
-                (pl.col("_size").first() - 1).alias("len"),
-            )
+        ranked = (
+            lines.join(wanted, on=list(keys))
             .select(
+                *keys,
                 "row_no",
-                pl.when(pl.col("len") > COMPANIONS_SHOWN)
-                .then(pl.format("{} and {} more", "label_other", pl.col("len") - COMPANIONS_SHOWN))
-                .otherwise(pl.col("label_other"))
-                .alias(name),
+                pl.format("{} line {} ({})", "source_file", "source_line", "pcn_code").alias(
+                    "label"
+                ),
             )
+            .sort("row_no")
+            .with_columns(
+                pl.int_range(pl.len()).over(keys).alias("_rank"),
+                (pl.len().over(keys) - 1).alias("_others"),
+            )
+        )
+        heads = ranked.filter(pl.col("_rank") <= COMPANIONS_SHOWN)
+        # A line among the first few: the first few of the others (itself left out).
+        among_heads = (
+            heads.select(*keys, "row_no", "_others")
+            .join(heads.select(*keys, pl.col("row_no").alias("other"), "label"), on=list(keys))
+            .filter(pl.col("row_no") != pl.col("other"))
+            .sort("row_no", "other")
+            .group_by("row_no", "_others", maintain_order=True)
+            .agg(pl.col("label").head(COMPANIONS_SHOWN).str.join("; "))
+        )
+        # Any other line: the group's first few, the same text for each.
+        shared = (
+            heads.filter(pl.col("_rank") < COMPANIONS_SHOWN)
+            .group_by(keys, maintain_order=True)
+            .agg(pl.col("label").str.join("; "))
+        )
+        beyond = (
+            ranked.filter(pl.col("_rank") > COMPANIONS_SHOWN)
+            .select(*keys, "row_no", "_others")
+            .join(shared, on=list(keys), how="left")
+            .select("row_no", "_others", "label")
+        )
+        others = pl.concat([among_heads, beyond]).select(
+            "row_no",
+            pl.when(pl.col("_others") > COMPANIONS_SHOWN)
+            .then(pl.format("{} and {} more", "label", pl.col("_others") - COMPANIONS_SHOWN))
+            .otherwise(pl.col("label"))
+            .alias(name),
         )
         result = result.join(others, on="row_no", how="left")
     return result
+
+
+# A line finding's own columns in exceptions.csv (beside its message).
+_LINE_COLUMNS_SHOWN = (
+    "pcn_code",
+    "staff_id",
+    "role",
+    "source_file",
+    "source_line",
+    "amount_claimed",
+    "amount_allowed",
+    "staff_name",
+)
 
 
 def finalise(
@@ -372,12 +418,24 @@ def finalise(
         )
 
     if line_found is not None and line_found.height:
-        cost_columns = [c for c in eligible.columns if c not in lines.columns] + ["row_no"]
+        companions = _companions(catalogue, line_found, lines)
+        cost_columns = [c for c in eligible.columns if c not in lines.columns]
+        found = line_found.drop("pcn_code", "staff_id", "role", "month_date")
+        read = _columns_read(
+            catalogue,
+            found["rule_id"].unique().to_list(),
+            _LINE_FIELDS,
+            [*lines.columns, *cost_columns, *companions.columns],
+        )
+        shown = {"month_date", *_LINE_COLUMNS_SHOWN, *read} - set(found.columns) | {"row_no"}
         detail = (
-            line_found.drop("pcn_code", "staff_id", "role", "month_date")
-            .join(lines, on="row_no")
-            .join(eligible.select(cost_columns), on="row_no", how="left")
-            .join(_companions(catalogue, line_found, lines), on="row_no", how="left")
+            found.join(lines.select(c for c in lines.columns if c in shown), on="row_no")
+            .join(
+                eligible.select("row_no", *(c for c in cost_columns if c in shown)),
+                on="row_no",
+                how="left",
+            )
+            .join(companions, on="row_no", how="left")
         )
         parts.append(
             _with_messages(catalogue, detail, _LINE_FIELDS).with_columns(

@@ -14,9 +14,11 @@ import io
 import os
 import stat
 import tomllib
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Protocol
 
@@ -465,46 +467,91 @@ def _read_once(
     return [(info, None)]
 
 
+# Rows handed to the schema stage at a time: a batch's text is checked, and all but its
+# rejected rows let go, while the next files are read, so a national batch's text is never
+# all held at once (a million lines of text cells take about 640 MB).
+BATCH_ROWS = 100_000
+ALL_ROWS = 2**62  # one batch
+
+
+def _empty_claims() -> pl.DataFrame:
+    return pl.DataFrame(
+        schema={
+            **dict.fromkeys(CLAIM_COLUMNS, pl.String),
+            "row_problem": pl.String,
+            "source_line": pl.Int64,
+            "source_file": pl.String,
+            "row_no": pl.Int64,
+        }
+    )
+
+
+class ClaimBatches:
+    """Every claim file named (directories expanded), as frames of text rows of at least
+    `batch_rows` rows each (whole files; the last batch may be smaller, and a run with no
+    readable row gets one empty frame). `files` lists each file as it is read;
+    `on_file(file, number, total)` is told after each one, for progress reports; `profile`
+    (a column profile) renames and respells every file's columns.
+
+    Files are read two at a time, at most two ahead of the batch being used: most of a
+    file's reading is Polars and hashing, which let go of the GIL, so files are read while
+    the last batch is checked. Rows are numbered in the order of the files."""
+
+    def __init__(
+        self,
+        arguments: list[str],
+        on_file: Callable[[ClaimFile, int, int], None] | None = None,
+        profile: ColumnProfile | None = None,
+        batch_rows: int | None = None,
+    ) -> None:
+        self.paths = expand_claim_paths(arguments)
+        self.on_file = on_file
+        self.profile = profile
+        self.batch_rows = BATCH_ROWS if batch_rows is None else batch_rows
+        self.files: list[ClaimFile] = []
+
+    def __iter__(self) -> Iterator[pl.DataFrame]:
+        jobs = iter(zip(self.paths, _named_before(self.paths), strict=True))
+        batch: list[pl.DataFrame] = []
+        rows = 0
+        next_row_no = 1
+        yielded = False
+        with ThreadPoolExecutor(READERS, thread_name_prefix="read") as pool:
+            reading: deque[Future] = deque()
+
+            def read_next() -> None:
+                for path, earlier in islice(jobs, 1):
+                    reading.append(pool.submit(_read_once, path, earlier, self.profile))
+
+            for _ in range(READERS):
+                read_next()
+            number = 0
+            while reading:
+                tables = reading.popleft().result()
+                read_next()
+                number += 1
+                for info, frame in tables:
+                    self.files.append(info)
+                    if frame is not None:
+                        batch.append(frame.with_columns(pl.col("row_no") + next_row_no))
+                        next_row_no += frame.height
+                        rows += frame.height
+                if self.on_file is not None:
+                    self.on_file(tables[0][0], number, len(self.paths))
+                if batch and rows >= self.batch_rows:
+                    yield pl.concat(batch, how="vertical")
+                    yielded = True
+                    batch, rows = [], 0
+        if batch or not yielded:
+            yield pl.concat(batch, how="vertical") if batch else _empty_claims()
+
+
 def read_claims(
     arguments: list[str],
     on_file: Callable[[ClaimFile, int, int], None] | None = None,
     profile: ColumnProfile | None = None,
 ) -> tuple[list[ClaimFile], pl.DataFrame]:
-    """Every claim file named (directories expanded), as one frame of text rows.
-    `on_file(file, number, total)` is told after each file, for progress reports; `profile`
-    (a column profile) renames and respells every file's columns.
-
-    Files are read two at a time: most of a file's reading is Polars and hashing, which let
-    go of the GIL. Rows are numbered in the order of the files, whatever order they finish.
-    """
-    files: list[ClaimFile] = []
-    frames: list[pl.DataFrame] = []
-    next_row_no = 1
-    paths = expand_claim_paths(arguments)
-    with ThreadPoolExecutor(READERS, thread_name_prefix="read") as pool:
-        sources = pool.map(
-            lambda path, earlier: _read_once(path, earlier, profile),
-            paths,
-            _named_before(paths),
-        )
-        for number, tables in enumerate(sources, start=1):
-            for info, frame in tables:
-                files.append(info)
-                if frame is not None:
-                    frames.append(frame.with_columns(pl.col("row_no") + next_row_no))
-                    next_row_no += frame.height
-            if on_file is not None:
-                on_file(tables[0][0], number, len(paths))
-    if frames:
-        claims = pl.concat(frames, how="vertical")
-    else:
-        claims = pl.DataFrame(
-            schema={
-                **dict.fromkeys(CLAIM_COLUMNS, pl.String),
-                "row_problem": pl.String,
-                "source_line": pl.Int64,
-                "source_file": pl.String,
-                "row_no": pl.Int64,
-            }
-        )
-    return files, claims
+    """Every claim file named, as one frame of text rows (ClaimBatches, all at once)."""
+    batches = ClaimBatches(arguments, on_file, profile, batch_rows=ALL_ROWS)
+    (claims,) = batches
+    return batches.files, claims

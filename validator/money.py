@@ -245,21 +245,31 @@ def _checked_rows(lines: pl.DataFrame, eligible: pl.DataFrame, cost_cap: str) ->
         .alias("monthly_maximum"),
         pl.col(cost_cap).cast(pl.Int64).alias("cost_cap"),
     )
-    return lines.select(
-        "row_no",
-        "source_file",
-        "source_line",
-        "pcn_code",
-        "staff_id",
-        "role",
-        pl.col("month_date").dt.strftime("%Y-%m").alias("claim_month"),
-        _wte_text(pl.col("wte_units")).alias("wte"),
-        "days_in_post",
-        "amount_claimed",
-        "amount_allowed",
-        pl.col("month_date").dt.strftime("%Y-%m").alias("payment_month"),
-        pl.lit(False).alias("schema_rejected"),
-    ).join(figures, on="row_no", how="left", maintain_order="left")
+    # The figures are aligned to the lines on their own, then set beside the lines' columns:
+    # a join would copy every column of every line.
+    aligned = lines.select("row_no").join(figures, on="row_no", how="left", maintain_order="left")
+    month = pl.col("month_date").dt.strftime("%Y-%m")
+    return pl.concat(
+        [
+            lines.select(
+                "row_no",
+                "source_file",
+                "source_line",
+                "pcn_code",
+                "staff_id",
+                "role",
+                month.alias("claim_month"),
+                _wte_text(pl.col("wte_units")).alias("wte"),
+                "days_in_post",
+                "amount_claimed",
+                "amount_allowed",
+                month.alias("payment_month"),
+                pl.lit(False).alias("schema_rejected"),
+            ),
+            aligned.drop("row_no"),
+        ],
+        how="horizontal",
+    )
 
 
 def _attribute(
@@ -366,10 +376,13 @@ def ledger(
     and severity final), its lines with their allowed amounts (line_amounts), the rows the
     schema rejected, and the budget of each PCN month (pcn_months). `budget_rules`: the
     PCN-level adjust rules that withhold a month's excess, rule ID -> the excess column."""
-    every_line = pl.concat(
-        [_checked_rows(lines, eligible, cost_cap), _schema_rows(raw, rejected_rows)],
-        how="diagonal_relaxed",
-    ).sort("row_no")
+    # Both parts are in row order: merged, not concatenated and sorted (a copy fewer of
+    # every line).
+    checked = _checked_rows(lines, eligible, cost_cap)
+    schema_rows = _schema_rows(raw, rejected_rows).select(
+        pl.col(name).cast(dtype) for name, dtype in checked.schema.items()
+    )
+    every_line = checked.merge_sorted(schema_rows, key="row_no") if schema_rows.height else checked
     claims = every_line.select("row_no", "amount_claimed", "schema_rejected")
     excess_parts = [
         months.select(
@@ -417,10 +430,12 @@ def ledger(
     rejected_lines = attributed.filter(
         (pl.col("status") == "open") & (pl.col("severity") == "reject") & ~pcn_level
     )["row_no"].unique()
-    every_line = every_line.join(
+    # Aligned to the lines on its own and set beside them (a join would copy every line).
+    rules = every_line.select("row_no").join(
         open_rules, on="row_no", how="left", maintain_order="left"
-    ).with_columns(
-        pl.col("rules").fill_null(""),
+    )["rules"]
+    every_line = every_line.with_columns(
+        rules.fill_null(""),
         (pl.col("amount_claimed") - pl.col("amount_allowed")).alias("amount_at_risk"),
         pl.when(pl.col("schema_rejected"))
         .then(pl.lit("schema_rejected"))

@@ -22,7 +22,7 @@ from validator import values as v
 from validator.catalogue import Catalogue, Rule, load_catalogue
 from validator.engine import RulesEngine
 from validator.errors import ConfigError
-from validator.load import ClaimFile, read_claims
+from validator.load import ClaimBatches, ClaimFile
 from validator.profile import load_profile
 from validator.reference import Reference, load_agreements, load_reference, load_register
 from validator.schema import check_claims
@@ -190,8 +190,19 @@ class _Run:
         self.next_finding_id = 0
         self.timer = PhaseTimer()
 
-    def _fires(self, engine: RulesEngine, rules: list[Rule], records: pl.DataFrame, key: str):
-        """(key, rule_id) for every rule that fires on a record."""
+    def _fires(
+        self,
+        engine: RulesEngine,
+        rules: list[Rule],
+        records: pl.DataFrame,
+        key: str,
+        where: pl.Expr | None = None,
+    ):
+        """(key, rule_id) for every rule that fires on a record (of those `where` holds)."""
+        if where is not None:  # only the columns the rules read are copied
+            fields = dict.fromkeys([key, *(name for rule in rules for name in rule.fields)])
+            records = records.select(name for name in fields if name in records.columns)
+            records = records.filter(where)
         with self.timer("rules"):
             verdicts = engine.evaluate_all(rules, records)
         keys = records.select(key)
@@ -232,29 +243,53 @@ class _Run:
             self.previous_folder = previous
             self.previous = history.read_previous(previous, self._yearly_rules())
 
+    def _read_and_check(self):
+        """Read the claims and check them against the schema a batch at a time (stage A):
+        of each batch's text only the rejected rows are kept (their findings and sums need
+        it), so a national batch's text is never all held at once. Returns the files, the
+        rejected rows' text, the schema failures, the typed rows that passed, and the
+        number of rows read."""
+        batches = ClaimBatches(
+            self.options.claims,
+            lambda file, number, total: self._tell(
+                "file",
+                path=file.path,
+                number=number,
+                total=total,
+                rows=file.rows_read,
+                problem=file.problem,
+            ),
+            self.profile,
+        )
+        rejected, failures, typed = [], [], []
+        rows_read = 0
+        started = time.perf_counter()
+        checking = self.timer.seconds.get("schema", 0.0)
+        for batch in batches:
+            if not rows_read:
+                self._tell("phase", name="schema")
+            with self.timer("schema"):
+                batch_failures, batch_typed = check_claims(batch, self.reference.role_names)
+                rows_read += batch.height
+                rejected.append(
+                    batch.filter(pl.col("row_no").is_in(batch_failures["row_no"].implode()))
+                )
+                failures.append(batch_failures)
+                typed.append(batch_typed)
+                del batch
+        checking = self.timer.seconds["schema"] - checking
+        self.timer.add("read", time.perf_counter() - started - checking)
+        return (
+            batches.files,
+            *(pl.concat(parts) for parts in (rejected, failures, typed)),
+            rows_read,
+        )
+
     def execute(self) -> RunResult:
         timer = self.timer
         self._tell("phase", name="read")
-        with timer("read"):
-            files, raw = read_claims(
-                self.options.claims,
-                lambda file, number, total: self._tell(
-                    "file",
-                    path=file.path,
-                    number=number,
-                    total=total,
-                    rows=file.rows_read,
-                    problem=file.problem,
-                ),
-                self.profile,
-            )
-        self._tell("phase", name="schema")
-        with timer("schema"):
-            failures, typed = check_claims(raw, self.reference.role_names)
-            rejected_rows = failures["row_no"].unique()
-            rows_read = raw.height
-            # From here on only the rejected rows' text is needed (their findings and sums).
-            raw = raw.filter(pl.col("row_no").is_in(rejected_rows.implode()))
+        files, raw, failures, typed, rows_read = self._read_and_check()
+        rejected_rows = failures["row_no"].unique()
         if self.review is None:
             # The latest claim month of the input, schema-rejected rows' included where it
             # reads as a month (a batch of only bad rows still has a month to report on).
@@ -276,34 +311,41 @@ class _Run:
             found_b = self._record(self._line_findings(engine, stage_b, lines))
             blocked = found_b.filter(pl.col("status") == "open")["row_no"].unique()
             eligible_rules = self.catalogue.applying_to("eligible_lines")
-            # Only the columns stage C reads: the eligible lines are nearly all the lines,
-            # and a copy of every column would be the run's largest frame.
-            wanted = {
-                *derive.COST_INPUTS,
-                *(name for rule in eligible_rules for name in rule.fields),
-            }
-            eligible_base = lines.select(name for name in lines.columns if name in wanted).filter(
-                ~pl.col("row_no").is_in(blocked.implode())
+            # Stage C figures are computed for every line and set beside its columns (no
+            # copy of them); the eligible lines are those without an open stage-B finding.
+            is_eligible = ~pl.col("row_no").is_in(blocked.implode())
+            extensions = self._deadline_extensions(lines, is_eligible)
+            costed = pl.concat(
+                [lines, derive.cost_fields(lines, self.reference, extensions).drop("row_no")],
+                how="horizontal",
             )
-            extensions = self._deadline_extensions(eligible_base)
-            eligible = derive.cost_fields(eligible_base, self.reference, extensions)
-            del eligible_base
             stage_c_all = [rule for rule in line_rules if rule.stage != "B"]
             self._record(self._line_findings(engine, stage_c_all, lines))
-            self._record(self._line_findings(engine, eligible_rules, eligible))
-            conditions = derive.training_records(eligible, self.reference)
+            self._record(self._line_findings(engine, eligible_rules, costed, where=is_eligible))
+            conditions = derive.training_records(costed, is_eligible, self.reference)
             condition_rules = self.catalogue.applying_to("training_conditions")
             self._record(self._condition_findings(engine, condition_rules, conditions, lines))
+            del conditions
             # The number limits count the lines left without an open reject, so they come last.
-            limited = derive.limit_fields(eligible, self._open_rejects(), self.reference)
+            limited = derive.limit_fields(
+                costed, pl.concat([self._open_rejects(), blocked]), self.reference
+            )
             limit_rules = self.catalogue.applying_to("limited_lines")
             self._record(self._line_findings(engine, limit_rules, limited, keys=lines))
-            eligible = eligible.join(
-                limited.drop("claim_month", "role", "effective_wte", "limit_within"),
-                on="row_no",
-                how="left",
-                maintain_order="left",
+            # What the rest of the run reads of the eligible lines: the figures stage C
+            # computed (a line's own columns are read from `lines`).
+            computed = (name for name in costed.columns if name not in lines.columns)
+            eligible = (
+                costed.select(list(dict.fromkeys(["row_no", *derive.RATE_KEY, *computed])))
+                .filter(is_eligible)
+                .join(
+                    limited.drop("claim_month", "role", "effective_wte", "limit_within"),
+                    on="row_no",
+                    how="left",
+                    maintain_order="left",
+                )
             )
+            del costed
             line_found = (
                 pl.concat(self.found[1:], how="diagonal_relaxed") if len(self.found) > 1 else None
             )
@@ -437,10 +479,11 @@ class _Run:
         rules: list[Rule],
         records: pl.DataFrame,
         keys: pl.DataFrame | None = None,
+        where: pl.Expr | None = None,
     ):
-        """Findings of line rules on `records` (one per line), with the keys of their lines
-        (from `keys` when the records do not carry them)."""
-        fired = self._fires(engine, rules, records, "row_no")
+        """Findings of line rules on `records` (one per line; those `where` holds), with the
+        keys of their lines (from `keys` when the records do not carry them)."""
+        fired = self._fires(engine, rules, records, "row_no", where)
         keys = records if keys is None else keys
         return fired.join(
             keys.select("row_no", "pcn_code", "staff_id", "role", "month_date"), on="row_no"
@@ -468,13 +511,15 @@ class _Run:
         ]
         return pl.concat(rows).drop_nulls().unique()
 
-    def _deadline_extensions(self, lines: pl.DataFrame) -> pl.DataFrame:
-        """PAR-01 agreements with an extended deadline: the deadline each covered line gets."""
+    def _deadline_extensions(self, lines: pl.DataFrame, where: pl.Expr) -> pl.DataFrame:
+        """PAR-01 agreements with an extended deadline: the deadline each covered line (of
+        those `where` holds) gets."""
         extensions = self.agreements.filter(
             (pl.col("rule_id") == "PAR-01") & pl.col("extended_deadline").is_not_null()
         )
         applied = (
             lines.select("row_no", "pcn_code", "staff_id", "month_date")
+            .filter(where)
             .join(
                 extensions.select(
                     "agreement_id",

@@ -8,6 +8,7 @@ into exact types: pence, WTE units and dates.
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import polars as pl
@@ -181,9 +182,11 @@ def with_values(claims: pl.DataFrame, roles: dict[str, str]) -> pl.DataFrame:
     return shaped.with_columns(problems)
 
 
+@functools.cache
 def build_schema() -> tuple[pa.DataFrameSchema, dict[tuple[str, str], str]]:
     """The Pandera schema: each claim column is text whose one check is that none of its
-    field checks failed; and the expectation text of every (column, field check)."""
+    field checks failed; and the expectation text of every (column, field check). Built
+    once per process (a run checks its claims a batch at a time)."""
     columns = {}
     expectations: dict[tuple[str, str], str] = {}
     for name, spec in CLAIM_COLUMNS.items():
