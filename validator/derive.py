@@ -24,6 +24,14 @@ from validator.reference import CONDITION_COLUMNS, Reference
 SUBCONTRACT_FEE_CAP_PER_WTE = 20_000
 
 
+def _beside(lines: pl.DataFrame, table: pl.DataFrame, on: list[str]) -> pl.DataFrame:
+    """`lines` with the other columns of `table` (one row per key) looked up by `on`: the
+    lookup is joined to the keys alone and set beside the lines, never copying them (a join
+    of the lines themselves would copy every column of every line)."""
+    found = lines.select(on).join(table, on=on, how="left", maintain_order="left")
+    return pl.concat([lines, found.drop(on)], how="horizontal")
+
+
 def line_fields(
     typed: pl.DataFrame, reference: Reference, register: pl.DataFrame, review: dt.date
 ) -> pl.DataFrame:
@@ -45,33 +53,28 @@ def line_fields(
             v.financial_year_expr(month).alias("financial_year"),
         )
     )
-    lines = (
-        typed.rename({"claim_month": "month_date"})
-        .join(months, on="month_date", how="left", maintain_order="left")
-        .with_columns(
+    lines = _beside(typed.rename({"claim_month": "month_date"}), months, ["month_date"])
+    lines = _beside(
+        lines.with_columns(
             days_in_post.cast(pl.Int64).alias("days_in_post"),
             pl.lit(review.year * 100 + review.month, dtype=pl.Int64).alias("review_month"),
-        )
-        .drop("month_last_day")
-        .join(
-            reference.roles.select(
-                "role",
-                pl.col("title").alias("role_title"),
-                v.yyyymmdd(pl.col("claimable_from")).alias("claimable_from"),
-                pl.col("claimable_from").alias("claimable_from_date"),
-                "cost_share",
-            ),
-            on="role",
-            how="left",
-            maintain_order="left",
-        )
-        .join(
+        ).drop("month_last_day"),
+        reference.roles.select(
+            "role",
+            pl.col("title").alias("role_title"),
+            v.yyyymmdd(pl.col("claimable_from")).alias("claimable_from"),
+            pl.col("claimable_from").alias("claimable_from_date"),
+            "cost_share",
+        ),
+        ["role"],
+    )
+    lines = (
+        _beside(
+            lines,
             register.select(
                 "pcn_code", "financial_year", "pcn_name", "area", "list_size", "arrs_sum"
             ),
-            on=["pcn_code", "financial_year"],
-            how="left",
-            maintain_order="left",
+            ["pcn_code", "financial_year"],
         )
         .with_columns(
             # A trainee nursing associate's 2-year programme (blank start = employment_start).
@@ -113,15 +116,9 @@ def line_fields(
     return lines
 
 
-def training_records(lines: pl.DataFrame, where: pl.Expr, reference: Reference) -> pl.DataFrame:
-    """One record per stage-C line (those of `lines` that `where` holds) and training
-    condition of its role (reference/training.csv, in its order): the value the line records
-    in the condition's column, whether that is `recorded` (not blank) and whether it is `met`
-    (one of the accepted values).
-
-    Built a condition column at a time, narrow, with the conditions' texts joined on last:
-    a million lines make about a million records."""
-    conditions = reference.training.with_row_index("condition_order").select(
+def _conditions(reference: Reference) -> pl.DataFrame:
+    """The training conditions (reference/training.csv), numbered in its order."""
+    return reference.training.with_row_index("condition_order").select(
         pl.col("condition_order").cast(pl.Int64),
         "role",
         pl.col("level").alias("condition_level"),
@@ -129,25 +126,52 @@ def training_records(lines: pl.DataFrame, where: pl.Expr, reference: Reference) 
         pl.col("column").alias("condition_column"),
         pl.col("accepted").alias("condition_accepted"),
     )
+
+
+def condition_texts(reference: Reference) -> pl.DataFrame:
+    """Each condition's words, column and accepted values, by condition_order (a finding's
+    message names them; the records carry only the number)."""
+    return _conditions(reference).select(
+        "condition_order", "condition", "condition_column", "condition_accepted"
+    )
+
+
+def training_records(lines: pl.DataFrame, where: pl.Expr, reference: Reference) -> pl.DataFrame:
+    """One record per stage-C line (those of `lines` that `where` holds) and training
+    condition of its role (reference/training.csv, in its order): the value the line records
+    in the condition's column, whether that is `recorded` (not blank) and whether it is `met`
+    (one of the accepted values).
+
+    Built narrow (a million lines make about a million records): the conditions' words are
+    joined to the findings only (condition_texts)."""
+    conditions = _conditions(reference)
     accepted = conditions.select(
         "condition_order",
         pl.col("condition_accepted").str.split(";").alias("condition_value"),
         pl.lit(1, dtype=pl.Int64).alias("met"),
     ).explode("condition_value")
-    eligible = lines.select("row_no", "role", "month_date", *CONDITION_COLUMNS).filter(where)
-    values = [
-        eligible.select("row_no", "role", "month_date", pl.col(name).alias("condition_value")).join(
-            conditions.filter(pl.col("condition_column") == name).select("role", "condition_order"),
-            on="role",
-        )
-        for name in CONDITION_COLUMNS
-    ]
+    value = pl.lit(None, dtype=pl.String)
+    for name in CONDITION_COLUMNS:
+        value = pl.when(pl.col("condition_column") == name).then(pl.col(name)).otherwise(value)
+    # Lazy, so the joins carry only the columns the records keep; the lines come in row
+    # order and each line's conditions in training.csv's order, so nothing is sorted.
     return (
-        pl.concat(values)
-        .sort("row_no", "condition_order")
-        .join(conditions.drop("role"), on="condition_order", how="left", maintain_order="left")
+        lines.lazy()
+        .select("row_no", "role", "month_date", *CONDITION_COLUMNS)
+        .filter(where)
         .join(
-            accepted, on=["condition_order", "condition_value"], how="left", maintain_order="left"
+            conditions.lazy().select(
+                "role", "condition_order", "condition_level", "condition_column"
+            ),
+            on="role",
+            maintain_order="left_right",
+        )
+        .with_columns(value.alias("condition_value"))
+        .join(
+            accepted.lazy(),
+            on=["condition_order", "condition_value"],
+            how="left",
+            maintain_order="left",
         )
         .with_row_index("check_no")
         .select(
@@ -158,12 +182,10 @@ def training_records(lines: pl.DataFrame, where: pl.Expr, reference: Reference) 
             "condition_level",
             pl.col("condition_value").is_not_null().cast(pl.Int64).alias("recorded"),
             pl.col("met").fill_null(0),
-            "condition",
-            "condition_column",
-            "condition_accepted",
             "condition_value",
             "condition_order",
         )
+        .collect()
     )
 
 
@@ -404,6 +426,18 @@ def months_remaining_after(review: dt.date) -> int:
     return (3 - review.month) % 12
 
 
+# The columns of the lines pcn_records reads.
+PCN_INPUTS = (
+    "pcn_code",
+    "financial_year",
+    "month_date",
+    "amount_claimed",
+    "amount_allowed",
+    "arrs_sum",
+    "register_found",
+)
+
+
 def pcn_records(
     lines: pl.DataFrame,
     reference: Reference,
@@ -417,15 +451,7 @@ def pcn_records(
     """
     review_number = review.year * 100 + review.month
     review_year = v.financial_year(review)
-    lines = lines.select(
-        "pcn_code",
-        "financial_year",
-        "month_date",
-        "amount_claimed",
-        "amount_allowed",
-        "arrs_sum",
-        "register_found",
-    )
+    lines = lines.select(PCN_INPUTS)
     months = money.pcn_months(lines).with_columns(
         v.yyyymm(pl.col("month_date")).alias("claim_month"),
         pl.lit(review_number, dtype=pl.Int64).alias("review_month"),

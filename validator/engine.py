@@ -152,8 +152,11 @@ class RulesEngine:
         inputs, fields = self._inputs(rule, records)
         return self._decide(rule, inputs, fields)
 
-    def evaluate_all(self, rules: list[Rule], records: pl.DataFrame) -> dict[str, pl.Series]:
-        """evaluate() for several rules on the same records.
+    def evaluate_all(
+        self, rules: list[Rule], records: pl.DataFrame, where: pl.Series | None = None
+    ) -> dict[str, pl.Series]:
+        """evaluate() for several rules on the same records (those `where` is true for, if
+        given: a verdict per such record, in order).
 
         Fast mode: one group_by finds the distinct tuples of all the rules' inputs, each with
         the numbers of the records that have it; each rule is asked about the distinct tuples
@@ -162,6 +165,7 @@ class RulesEngine:
         mode asks each rule about every record.
         """
         if self.mode == "plain" or records.height == 0:
+            records = records if where is None else records.filter(where)
             return {rule.id: self.evaluate(rule, records) for rule in rules}
         columns: dict[str, pl.Expr] = {}
         fields_of: dict[str, list[str]] = {}
@@ -171,6 +175,11 @@ class RulesEngine:
             for name in fields_of[rule.id]:
                 columns.setdefault(name, self._input_expr(rule, name).alias(name))
         inputs = records.select(columns.values())
+        if where is not None:  # the inputs are narrow: filtered, not the records
+            inputs = inputs.filter(where)
+        # Categories (role, band ...) as numbers while the tuples are found: a few bytes a
+        # record, not the text; the engine is still posted the text.
+        inputs = inputs.with_columns(pl.col(pl.String).cast(pl.Categorical))
         for name, count in zip(inputs.columns, inputs.null_count().row(0), strict=True):
             if count:
                 raise EngineError(f"input {name} has nulls; derive must fill them")
@@ -184,7 +193,7 @@ class RulesEngine:
         for rule in rules:
             fields = fields_of[rule.id]
             fired = tuples.filter(self._decide(rule, tuples.select(fields), fields))
-            hit = pl.repeat(False, records.height, dtype=pl.Boolean, eager=True)
+            hit = pl.repeat(False, inputs.height, dtype=pl.Boolean, eager=True)
             verdicts[rule.id] = hit.scatter(fired["record"].explode(), True).alias(rule.id)
         return verdicts
 

@@ -285,6 +285,35 @@ def _columns_read(
     return read
 
 
+def line_details(
+    catalogue: Catalogue,
+    line_found: pl.DataFrame | None,
+    sources: list[pl.DataFrame],
+    kept: set[str],
+) -> pl.DataFrame:
+    """For each line with a finding: the columns its findings' messages read (from the first
+    of `sources` with each, by row_no), other than `kept` (what the run keeps of every
+    line). Taken once the rules are done, so that the run need not keep these columns for
+    every line only to word the findings of a few."""
+    found = line_found if line_found is not None else pl.DataFrame(schema=_NO_FINDINGS)
+    names = [name for source in sources for name in source.columns]
+    wanted = _columns_read(catalogue, found["rule_id"].unique().to_list(), _LINE_FIELDS, names)
+    wanted -= kept | {"row_no"}
+    rows = found.select("row_no").unique(maintain_order=True)
+    details = rows
+    for source in sources:
+        columns = [name for name in source.columns if name in wanted]
+        wanted -= set(columns)
+        taken = source.select("row_no", *columns).filter(
+            pl.col("row_no").is_in(rows["row_no"].implode())
+        )
+        details = details.join(taken, on="row_no", how="left", maintain_order="left")
+    return details
+
+
+_NO_FINDINGS = {"row_no": pl.Int64, "rule_id": pl.String}
+
+
 # Evidence fields listing a line's companions: field -> the keys the lines share.
 _COMPANIONS = {
     "other_lines": ("staff_id", "role", "month_date"),
@@ -358,7 +387,7 @@ def _companions(
 
 
 # A line finding's own columns in exceptions.csv (beside its message).
-_LINE_COLUMNS_SHOWN = (
+LINE_COLUMNS_SHOWN = (
     "pcn_code",
     "staff_id",
     "role",
@@ -377,6 +406,7 @@ def finalise(
     pcn_found: pl.DataFrame | None,
     pcn_records: dict[str, pl.DataFrame],
     lines: pl.DataFrame,
+    line_details: pl.DataFrame,
     eligible: pl.DataFrame,
     raw: pl.DataFrame,
     failures: pl.DataFrame,
@@ -419,24 +449,25 @@ def finalise(
 
     if line_found is not None and line_found.height:
         companions = _companions(catalogue, line_found, lines)
-        cost_columns = [c for c in eligible.columns if c not in lines.columns]
         found = line_found.drop("pcn_code", "staff_id", "role", "month_date")
+        sources = [lines, line_details, eligible, companions]
         read = _columns_read(
             catalogue,
             found["rule_id"].unique().to_list(),
             _LINE_FIELDS,
-            [*lines.columns, *cost_columns, *companions.columns],
+            [name for source in sources for name in source.columns],
         )
-        shown = {"month_date", *_LINE_COLUMNS_SHOWN, *read} - set(found.columns) | {"row_no"}
-        detail = (
-            found.join(lines.select(c for c in lines.columns if c in shown), on="row_no")
-            .join(
-                eligible.select("row_no", *(c for c in cost_columns if c in shown)),
+        # Each column a finding shows or its message reads, from the first source with it.
+        wanted = {"month_date", *LINE_COLUMNS_SHOWN, *read} - set(found.columns)
+        detail = found
+        for source in sources:
+            columns = [name for name in source.columns if name in wanted]
+            wanted -= set(columns)
+            detail = detail.join(
+                source.select("row_no", *columns),
                 on="row_no",
-                how="left",
+                how="inner" if source is lines else "left",
             )
-            .join(companions, on="row_no", how="left")
-        )
         parts.append(
             _with_messages(catalogue, detail, _LINE_FIELDS).with_columns(
                 pl.col("month_date").dt.strftime("%Y-%m").alias("claim_month"),

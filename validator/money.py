@@ -91,8 +91,32 @@ LINE_COLUMNS = [
 MONEY_LINES = ("monthly_maximum", "cost_cap", "amount_claimed", "amount_allowed", "amount_at_risk")
 
 
-def line_caps(caps: dict[str, str], *frames: pl.DataFrame) -> pl.DataFrame:
-    """(row_no, rule_id, cap): each adjust rule's cap on each line of `frames`.
+# The columns of the checked lines this module reads (line_amounts, ledger).
+LINE_INPUTS = (
+    "row_no",
+    "source_file",
+    "source_line",
+    "pcn_code",
+    "staff_id",
+    "role",
+    "financial_year",
+    "month_date",
+    "wte_units",
+    "days_in_post",
+    "amount_claimed",
+    "amount_allowed",
+    "arrs_sum",
+    "register_found",
+)
+
+
+# The columns of the eligible lines' figures ledger reads (besides the cost cap's).
+ELIGIBLE_INPUTS = ("row_no", "rate_found", "monthly_maximum")
+
+
+def line_caps(caps: dict[str, str], found: pl.DataFrame | None, *frames: pl.DataFrame):
+    """(row_no, rule_id, cap): each adjust rule's cap on each line it was found on (`found`:
+    line findings with row_no and rule_id; the caps of other lines are never read).
     `caps`: rule ID -> the line column it caps the line to (its `allowed_up_to`), found in
     the first of `frames` that has it. A cap no frame has is an error, never a line paid
     in full in silence."""
@@ -101,12 +125,15 @@ def line_caps(caps: dict[str, str], *frames: pl.DataFrame) -> pl.DataFrame:
         frame = next((frame for frame in frames if column in frame.columns), None)
         if frame is None:
             raise ValueError(f"{rule_id} caps a line by {column}, which no stage computes")
+        rows = pl.Series("row_no", [], dtype=pl.Int64)
+        if found is not None:
+            rows = found.filter(pl.col("rule_id") == rule_id)["row_no"]
         parts.append(
             frame.select(
                 "row_no",
                 pl.lit(rule_id).alias("rule_id"),
                 pl.col(column).cast(pl.Int64).alias("cap"),
-            )
+            ).filter(pl.col("row_no").is_in(rows.implode()))
         )
     if not parts:
         return pl.DataFrame(schema={"row_no": pl.Int64, "rule_id": pl.String, "cap": pl.Int64})
@@ -383,6 +410,7 @@ def ledger(
         pl.col(name).cast(dtype) for name, dtype in checked.schema.items()
     )
     every_line = checked.merge_sorted(schema_rows, key="row_no") if schema_rows.height else checked
+    del checked, schema_rows
     claims = every_line.select("row_no", "amount_claimed", "schema_rejected")
     excess_parts = [
         months.select(
@@ -455,7 +483,8 @@ def ledger(
     )
     names = _names(register, review)
     payments = (
-        every_line.filter(pl.col("pcn_code").str.contains(PCN_CODE))
+        every_line.select("pcn_code", "payment_month", "amount_claimed", "amount_allowed")
+        .filter(pl.col("pcn_code").str.contains(PCN_CODE))
         .group_by("pcn_code", "payment_month")
         .agg(
             pl.len().cast(pl.Int64).alias("lines"),

@@ -44,6 +44,7 @@ FINDING_COLUMNS = [
     "amount_at_risk",
     "message",
 ]
+COST_CAP = "cost_cap"  # the cost a line may claim, its fee held to the fee limit
 UNKNOWN_MONTH = 999_912  # a schema-rejected row whose claim month does not parse
 # "Open findings", everywhere they are counted: open reject, adjust and query (not warnings).
 OPEN_FINDING = (pl.col("status") == "open") & (pl.col("severity") != "warning")
@@ -109,6 +110,11 @@ class RunResult:
     @property
     def money_totals(self) -> dict[str, int]:
         return money.totals(self.summary)
+
+
+def _rows(found: pl.DataFrame | None) -> pl.Series:
+    """The lines (row_no) of `found` findings."""
+    return pl.Series("row_no", [], pl.Int64) if found is None else found["row_no"].unique()
 
 
 def parse_review_month(text: str | None) -> dt.date | None:
@@ -199,13 +205,10 @@ class _Run:
         where: pl.Expr | None = None,
     ):
         """(key, rule_id) for every rule that fires on a record (of those `where` holds)."""
-        if where is not None:  # only the columns the rules read are copied
-            fields = dict.fromkeys([key, *(name for rule in rules for name in rule.fields)])
-            records = records.select(name for name in fields if name in records.columns)
-            records = records.filter(where)
+        mask = None if where is None else records.select(where)[:, 0]
         with self.timer("rules"):
-            verdicts = engine.evaluate_all(rules, records)
-        keys = records.select(key)
+            verdicts = engine.evaluate_all(rules, records, mask)
+        keys = records.select(key) if mask is None else records.select(key).filter(mask)
         hits = [
             keys.filter(verdicts[rule.id]).with_columns(pl.lit(rule.id).alias("rule_id"))
             for rule in rules
@@ -281,7 +284,7 @@ class _Run:
         self.timer.add("read", time.perf_counter() - started - checking)
         return (
             batches.files,
-            *(pl.concat(parts) for parts in (rejected, failures, typed)),
+            *(pl.concat(parts, rechunk=True) for parts in (rejected, failures, typed)),
             rows_read,
         )
 
@@ -332,24 +335,30 @@ class _Run:
             )
             limit_rules = self.catalogue.applying_to("limited_lines")
             self._record(self._line_findings(engine, limit_rules, limited, keys=lines))
-            # What the rest of the run reads of the eligible lines: the figures stage C
-            # computed (a line's own columns are read from `lines`).
-            computed = (name for name in costed.columns if name not in lines.columns)
-            eligible = (
-                costed.select(list(dict.fromkeys(["row_no", *derive.RATE_KEY, *computed])))
-                .filter(is_eligible)
-                .join(
-                    limited.drop("claim_month", "role", "effective_wte", "limit_within"),
-                    on="row_no",
-                    how="left",
-                    maintain_order="left",
-                )
-            )
-            del costed
             line_found = (
                 pl.concat(self.found[1:], how="diagonal_relaxed") if len(self.found) > 1 else None
             )
-            caps = money.line_caps(self._caps(), eligible, lines)
+            # The stage C figures of the eligible lines with findings, and the limits'.
+            figures = [
+                costed.filter(
+                    is_eligible & pl.col("row_no").is_in(_rows(line_found).implode())
+                ).select("row_no", *(name for name in costed.columns if name not in lines.columns)),
+                limited.drop("claim_month", "role", "effective_wte", "limit_within"),
+            ]
+            caps = money.line_caps(self._caps(), line_found, *figures)
+            # What the rest of the run reads of every line: the money, the PCN figures and
+            # the findings' own columns; what only the messages read is kept for the lines
+            # with findings (a few of all), the rest let go.
+            kept = {*money.LINE_INPUTS, *derive.PCN_INPUTS, *findings.LINE_COLUMNS_SHOWN}
+            line_details = findings.line_details(
+                self.catalogue, line_found, [lines, *figures], kept
+            )
+            del figures
+            eligible = costed.select(
+                list(dict.fromkeys([*money.ELIGIBLE_INPUTS, COST_CAP, *derive.RATE_KEY]))
+            ).filter(is_eligible)
+            del costed
+            lines = lines.select(name for name in lines.columns if name in kept)
             lines = money.line_amounts(lines, eligible["row_no"], line_found, caps)
             pcn_found = self._pcn_stage(engine, lines, review)
             records_evaluated = engine.records_evaluated
@@ -358,7 +367,16 @@ class _Run:
         self._tell("phase", name="findings")
         with timer("findings"):
             ledger = self._findings(
-                schema_found, line_found, pcn_found, lines, eligible, raw, failures, review, caps
+                schema_found,
+                line_found,
+                pcn_found,
+                lines,
+                line_details,
+                eligible,
+                raw,
+                failures,
+                review,
+                caps,
             )
             all_findings = ledger.findings
             all_findings = history.with_fingerprints(all_findings, self._yearly_rules())
@@ -394,7 +412,17 @@ class _Run:
         )
 
     def _findings(
-        self, schema_found, line_found, pcn_found, lines, eligible, raw, failures, review, caps
+        self,
+        schema_found,
+        line_found,
+        pcn_found,
+        lines,
+        line_details,
+        eligible,
+        raw,
+        failures,
+        review,
+        caps,
     ) -> money.Ledger:
         """Every finding with its message, and the run's money (money.ledger)."""
         all_findings = findings.finalise(
@@ -403,6 +431,7 @@ class _Run:
             pcn_found=pcn_found,
             pcn_records=self.pcn_records,
             lines=lines,
+            line_details=line_details,
             eligible=eligible,
             raw=raw,
             failures=failures,
@@ -424,7 +453,7 @@ class _Run:
             },
             register=self.register,
             review=review,
-            cost_cap="cost_cap",
+            cost_cap=COST_CAP,
         )
 
     def _yearly_rules(self) -> frozenset[str]:
@@ -496,6 +525,7 @@ class _Run:
         fired = self._fires(engine, rules, records, "check_no")
         return (
             fired.join(records.drop("role", "claim_month"), on="check_no")
+            .join(derive.condition_texts(self.reference), on="condition_order")
             .join(
                 lines.select("row_no", "pcn_code", "staff_id", "role", "month_date"),
                 on="row_no",
