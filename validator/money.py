@@ -91,14 +91,11 @@ LINE_COLUMNS = [
 MONEY_LINES = ("monthly_maximum", "cost_cap", "amount_claimed", "amount_allowed", "amount_at_risk")
 
 
+# A line's place and keys in lines.csv.
+_LINE_KEYS = ("row_no", "source_file", "source_line", "pcn_code", "staff_id", "role")
 # The columns of the checked lines this module reads (line_amounts, ledger).
 LINE_INPUTS = (
-    "row_no",
-    "source_file",
-    "source_line",
-    "pcn_code",
-    "staff_id",
-    "role",
+    *_LINE_KEYS,
     "financial_year",
     "month_date",
     "wte_units",
@@ -279,12 +276,7 @@ def _checked_rows(lines: pl.DataFrame, eligible: pl.DataFrame, cost_cap: str) ->
     return pl.concat(
         [
             lines.select(
-                "row_no",
-                "source_file",
-                "source_line",
-                "pcn_code",
-                "staff_id",
-                "role",
+                *_LINE_KEYS,
                 month.alias("claim_month"),
                 _wte_text(pl.col("wte_units")).alias("wte"),
                 "days_in_post",

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import polars as pl
 
@@ -48,6 +49,18 @@ COST_CAP = "cost_cap"  # the cost a line may claim, its fee held to the fee limi
 UNKNOWN_MONTH = 999_912  # a schema-rejected row whose claim month does not parse
 # "Open findings", everywhere they are counted: open reject, adjust and query (not warnings).
 OPEN_FINDING = (pl.col("status") == "open") & (pl.col("severity") != "warning")
+
+
+class _Stages(NamedTuple):
+    """What the stages found, for the findings and the money (_Run._findings)."""
+
+    schema_found: pl.DataFrame
+    line_found: pl.DataFrame | None
+    pcn_found: pl.DataFrame | None
+    line_details: pl.DataFrame  # what the messages read of the lines with findings
+    raw: pl.DataFrame  # the schema-rejected rows' text
+    failures: pl.DataFrame  # their schema failures
+    caps: pl.DataFrame  # each adjust finding's cap on its line
 
 
 @dataclass
@@ -367,16 +380,10 @@ class _Run:
         self._tell("phase", name="findings")
         with timer("findings"):
             ledger = self._findings(
-                schema_found,
-                line_found,
-                pcn_found,
+                _Stages(schema_found, line_found, pcn_found, line_details, raw, failures, caps),
                 lines,
-                line_details,
                 eligible,
-                raw,
-                failures,
                 review,
-                caps,
             )
             all_findings = ledger.findings
             all_findings = history.with_fingerprints(all_findings, self._yearly_rules())
@@ -412,29 +419,19 @@ class _Run:
         )
 
     def _findings(
-        self,
-        schema_found,
-        line_found,
-        pcn_found,
-        lines,
-        line_details,
-        eligible,
-        raw,
-        failures,
-        review,
-        caps,
+        self, stages: _Stages, lines: pl.DataFrame, eligible: pl.DataFrame, review: dt.date
     ) -> money.Ledger:
         """Every finding with its message, and the run's money (money.ledger)."""
         all_findings = findings.finalise(
-            schema_found=schema_found,
-            line_found=line_found,
-            pcn_found=pcn_found,
+            schema_found=stages.schema_found,
+            line_found=stages.line_found,
+            pcn_found=stages.pcn_found,
             pcn_records=self.pcn_records,
             lines=lines,
-            line_details=line_details,
+            line_details=stages.line_details,
             eligible=eligible,
-            raw=raw,
-            failures=failures,
+            raw=stages.raw,
+            failures=stages.failures,
             catalogue=self.catalogue,
             review=review,
         )
@@ -442,9 +439,9 @@ class _Run:
             findings=all_findings,
             lines=lines,
             eligible=eligible,
-            raw=raw,
-            rejected_rows=failures["row_no"].unique(),
-            caps=caps,
+            raw=stages.raw,
+            rejected_rows=stages.failures["row_no"].unique(),
+            caps=stages.caps,
             months=self.pcn_records["pcn_months"],
             budget_rules={
                 rule.id: rule.at_risk_field
