@@ -210,6 +210,9 @@ def write_config(folder: Path, body: str) -> Path:
         ("quiet = 1", "quiet"),
         ('month = "0000-01"', "0000"),
         ('month = "٢٠٢١-04"', "month"),
+        ('max_lines = "2000000"', "max_lines"),
+        ("max_lines = 0", "max_lines"),
+        ("max_lines = 1.5", "max_lines"),
     ],
 )
 def test_config_values_of_the_wrong_type_are_named(tmp_path, body, named):
@@ -240,12 +243,40 @@ def test_show_names_false_in_the_config_never_shows_names(tmp_path):
         (("--month", "0000-01"), "--month 0000-01"),
         (("--month", "٢٠٢١-04"), "--month"),
         (("--timings", "no/such/folder/t.json"), "--timings"),
+        (("--max-lines", "0"), "--max-lines"),
     ],
 )
 def test_bad_options_are_named_before_any_output(tmp_path, extra, named):
     completed = run_into(tmp_path, tmp_path / "out", *extra)
     assert_refused(completed, named)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_batch_past_the_line_limit_is_refused_before_it_is_all_read(tmp_path):
+    """One huge (or hostile) batch cannot exhaust the machine's memory: past --max-lines the
+    run stops, names the limit and how to raise it, and publishes nothing. A single file
+    past it is refused before it is parsed; several files, as soon as they add up past it."""
+    pcns = register(tmp_path / "pcns.csv")
+    big = claims(tmp_path / "big" / "c.csv", *({"staff_id": f"S{n}"} for n in range(30)))
+    completed = run_cli(
+        "run", str(big), "--pcns", str(pcns), "--out", str(tmp_path / "o"), "--max-lines", "20"
+    )
+    assert_refused(completed, "limit of 20 lines", "c.csv alone has 30 lines", "--max-lines")
+    for month in ("2021-04", "2021-05", "2021-06"):
+        claims(
+            tmp_path / "months" / f"{month}.csv",
+            *({"staff_id": f"S{n}", "claim_month": month} for n in range(8)),
+        )
+    folder = str(tmp_path / "months")
+    completed = run_cli(
+        "run", folder, "--pcns", str(pcns), "--out", str(tmp_path / "o"), "--max-lines", "20"
+    )
+    assert_refused(completed, "limit of 20 lines", "24 lines in the first 3 of 3 claim file(s)")
+    assert not (tmp_path / "o").exists()
+    completed = run_cli(
+        "run", folder, "--pcns", str(pcns), "--out", str(tmp_path / "o"), "--max-lines", "24"
+    )
+    assert completed.returncode == 0, completed.stderr  # at the limit: the run goes on
 
 
 def test_rules_html_into_a_missing_folder_is_exit_2(tmp_path):

@@ -35,6 +35,7 @@ from validator.unattended import (
     LOG_FORMATS,
     RunConfig,
     Stopped,
+    check_max_lines,
     check_month_policy,
     check_wait,
     latest_previous,
@@ -163,6 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="if another run holds the output folder's lock, wait this long for it (default 0)",
     )
     run.add_argument(
+        "--max-lines",
+        type=int,
+        metavar="N",
+        help="refuse a batch of more than N claim lines, before it is all read, so that one "
+        "huge file cannot exhaust the machine's memory (default 2,000,000)",
+    )
+    run.add_argument(
         "--fail-on",
         choices=FAIL_ON,
         help="the least severity of an open finding that makes the exit code 1 (default "
@@ -276,6 +284,8 @@ def _run_settings(args: argparse.Namespace) -> RunConfig:
             setattr(config, name, getattr(args, name))
     if args.wait is not None:
         config.wait = check_wait(args.wait, "--wait")
+    if args.max_lines is not None:
+        config.max_lines = check_max_lines(args.max_lines, "--max-lines")
     missing = [
         flag
         for flag, value in (
@@ -338,6 +348,7 @@ def command_run(args: argparse.Namespace, console: Console, started: dt.datetime
         month=month_for_policy(config.month),
         show_names=config.show_names,
         engine_mode=args.engine,
+        max_lines=config.max_lines,
         previous=_previous(config),
         progress=log.progress,
     )

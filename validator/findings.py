@@ -350,10 +350,17 @@ def _companions(
             .sort("row_no")
             .with_columns(
                 pl.int_range(pl.len()).over(keys).alias("_rank"),
-                (pl.len().over(keys) - 1).alias("_others"),
+                (pl.len().over(keys).cast(pl.Int64) - 1).alias("_others"),
             )
         )
         heads = ranked.filter(pl.col("_rank") <= COMPANIONS_SHOWN)
+        more = pl.col("_others") - COMPANIONS_SHOWN
+        named = (
+            pl.when(more > 0)
+            .then(pl.format("{} and {} more", "label", more))
+            .otherwise(pl.col("label"))
+            .alias(name)
+        )
         # A line among the first few: the first few of the others (itself left out).
         among_heads = (
             heads.select(*keys, "row_no", "_others")
@@ -362,26 +369,22 @@ def _companions(
             .sort("row_no", "other")
             .group_by("row_no", "_others", maintain_order=True)
             .agg(pl.col("label").head(COMPANIONS_SHOWN).str.join("; "))
+            .select("row_no", named)
         )
-        # Any other line: the group's first few, the same text for each.
+        # Any other line: the group's first few, one text shared by all of them.
         shared = (
             heads.filter(pl.col("_rank") < COMPANIONS_SHOWN)
             .group_by(keys, maintain_order=True)
-            .agg(pl.col("label").str.join("; "))
+            .agg(pl.col("label").str.join("; "), pl.col("_others").first())
+            .select(*keys, named)
         )
         beyond = (
             ranked.filter(pl.col("_rank") > COMPANIONS_SHOWN)
-            .select(*keys, "row_no", "_others")
+            .select(*keys, "row_no")
             .join(shared, on=list(keys), how="left")
-            .select("row_no", "_others", "label")
+            .select("row_no", name)
         )
-        others = pl.concat([among_heads, beyond]).select(
-            "row_no",
-            pl.when(pl.col("_others") > COMPANIONS_SHOWN)
-            .then(pl.format("{} and {} more", "label", pl.col("_others") - COMPANIONS_SHOWN))
-            .otherwise(pl.col("label"))
-            .alias(name),
-        )
+        others = pl.concat([among_heads, beyond])
         result = result.join(others, on="row_no", how="left")
     return result
 

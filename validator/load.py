@@ -24,12 +24,25 @@ from typing import Protocol
 
 import polars as pl
 
+from validator.errors import ConfigError
 from validator.paths import SCHEMA_FILE
+from validator.units import MAX_LINES
 
 csv.field_size_limit(16 * 1024 * 1024)
 
 WTE_COLUMNS = ("wte", "hours_per_week")
 READERS = 2  # claim files read at once
+
+
+class TooManyLines(ConfigError):
+    """The claims hold more lines than the run's limit: refused, nothing published."""
+
+    def __init__(self, limit: int, found: str) -> None:
+        super().__init__(
+            f"the claims hold more than the run's limit of {limit:,} lines ({found}); split the "
+            "batch, or raise the limit with --max-lines (config: max_lines) if this machine "
+            "has the memory for it"
+        )
 
 
 def schema_columns() -> dict[str, dict]:
@@ -252,15 +265,19 @@ def _shown(path: str) -> str:
 
 
 def read_claim_file(
-    path: str, profile: ColumnProfile | None = None
+    path: str, profile: ColumnProfile | None = None, max_lines: int = MAX_LINES
 ) -> tuple[ClaimFile, pl.DataFrame | None]:
     """Read one CSV file into text cells. Returns the file's description and its rows (or
     None), numbered from 0 in `row_no`. A column profile renames its headers and respells
-    its values first."""
+    its values first. A file of more than `max_lines` lines is refused before it is parsed
+    (TooManyLines)."""
     info = ClaimFile(path=_shown(path), source=path)
     data = _file_bytes(info, path)
     if data is None:
         return info, None
+    lines = data.count(b"\n") + (not data.endswith(b"\n"))
+    if lines - 1 > max_lines:  # the header is not a claim line
+        raise TooManyLines(max_lines, f"{info.path} alone has {lines - 1:,} lines")
     try:
         text, info.encoding = decode(data)
     except ValueError as error:
@@ -431,12 +448,12 @@ def skipped_sheets_text(file: ClaimFile) -> str:
 
 
 def read_claim_source(
-    path: str, profile: ColumnProfile | None = None
+    path: str, profile: ColumnProfile | None = None, max_lines: int = MAX_LINES
 ) -> list[tuple[ClaimFile, pl.DataFrame | None]]:
     """A CSV file (one table) or an .xlsx workbook (a table per claim sheet)."""
     if path.lower().endswith(".xlsx"):
         return read_claim_workbook(path, profile)
-    return [read_claim_file(path, profile)]
+    return [read_claim_file(path, profile, max_lines)]
 
 
 def _named_before(paths: list[str]) -> list[str | None]:
@@ -452,12 +469,12 @@ def _named_before(paths: list[str]) -> list[str | None]:
 
 
 def _read_once(
-    path: str, earlier: str | None, profile: ColumnProfile | None
+    path: str, earlier: str | None, profile: ColumnProfile | None, max_lines: int
 ) -> list[tuple[ClaimFile, pl.DataFrame | None]]:
     """read_claim_source, except that a file already named is reported, not read again: its
     lines would otherwise be claimed, and paid, twice."""
     if earlier is None:
-        return read_claim_source(path, profile)
+        return read_claim_source(path, profile, max_lines)
     info = ClaimFile(path=os.fsencode(path).decode("utf-8", "backslashreplace"))
     shown = os.fsencode(earlier).decode("utf-8", "backslashreplace")
     info.problem = (
@@ -503,8 +520,10 @@ class ClaimBatches:
         on_file: Callable[[ClaimFile, int, int], None] | None = None,
         profile: ColumnProfile | None = None,
         batch_rows: int | None = None,
+        max_lines: int = MAX_LINES,
     ) -> None:
         self.paths = expand_claim_paths(arguments)
+        self.max_lines = max_lines
         self.on_file = on_file
         self.profile = profile
         self.batch_rows = BATCH_ROWS if batch_rows is None else batch_rows
@@ -521,7 +540,9 @@ class ClaimBatches:
 
             def read_next() -> None:
                 for path, earlier in islice(jobs, 1):
-                    reading.append(pool.submit(_read_once, path, earlier, self.profile))
+                    reading.append(
+                        pool.submit(_read_once, path, earlier, self.profile, self.max_lines)
+                    )
 
             for _ in range(READERS):
                 read_next()
@@ -536,6 +557,12 @@ class ClaimBatches:
                         batch.append(frame.with_columns(pl.col("row_no") + next_row_no))
                         next_row_no += frame.height
                         rows += frame.height
+                        if next_row_no - 1 > self.max_lines:
+                            raise TooManyLines(
+                                self.max_lines,
+                                f"{next_row_no - 1:,} lines in the first {number}"
+                                f" of {len(self.paths)} claim file(s)",
+                            )
                 if self.on_file is not None:
                     self.on_file(tables[0][0], number, len(self.paths))
                 if batch and rows >= self.batch_rows:

@@ -28,6 +28,7 @@ from validator.profile import load_profile
 from validator.reference import Reference, load_agreements, load_reference, load_register
 from validator.schema import check_claims
 from validator.timing import PhaseTimer
+from validator.units import MAX_LINES
 
 FINDING_COLUMNS = [
     "rule_id",
@@ -73,6 +74,7 @@ class RunOptions:
     show_names: bool = False
     columns: Path | None = None  # a column profile: another export's headers and spellings
     engine_mode: str = "fast"
+    max_lines: int = MAX_LINES  # a batch of more claim lines is refused (bounded memory)
     # An earlier run's output folder, or a function of the review month that finds one.
     previous: Path | Callable[[str], Path | None] | None = None
     # Told of progress: ("file", {...}) after each claim file, ("phase", {"name": ...}).
@@ -276,6 +278,7 @@ class _Run:
                 problem=file.problem,
             ),
             self.profile,
+            max_lines=self.options.max_lines,
         )
         rejected, failures, typed = [], [], []
         rows_read = 0

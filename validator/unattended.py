@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from validator.errors import ConfigError
-from validator.units import MONTH_PATTERN
+from validator.units import MAX_LINES, MONTH_PATTERN
 
 
 class Stopped(BaseException):
@@ -41,6 +41,7 @@ def stop_on_signals() -> None:
 MONTH_POLICIES = ("latest", "previous-calendar-month")
 FAIL_ON = ("reject", "adjust", "query", "warning", "never")
 LOG_FORMATS = ("text", "json")
+MAX_LINES_ALLOWED = 1_000_000_000
 MAX_WAIT_SECONDS = 86_400.0  # a day: longer than any run, short enough to notice a mistake
 
 
@@ -61,6 +62,7 @@ class RunConfig:
     wait: float = 0.0
     fail_on: str = "query"
     quiet: bool = False
+    max_lines: int = MAX_LINES
 
 
 CONFIG_EXAMPLE = """\
@@ -76,7 +78,8 @@ show_names = false                      # true shows staff names in the report
 log_format = "text"                     # or "json"
 wait = 0                                # seconds to wait for a run holding the lock
 fail_on = "query"                       # reject, adjust, query, warning or never
-quiet = false                           # true: print nothing but errors"""
+quiet = false                           # true: print nothing but errors
+max_lines = 2000000                     # a batch of more claim lines is refused"""
 
 # What each key of a config file must hold, in words for the message that refuses it.
 _CONFIG_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
@@ -93,6 +96,7 @@ _CONFIG_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "wait": ((int, float), "a number of seconds, without quotes, e.g. 60"),
     "fail_on": ((str,), '"reject", "adjust", "query", "warning" or "never"'),
     "quiet": ((bool,), "true or false, without quotes"),
+    "max_lines": ((int,), "a whole number of lines, without quotes, e.g. 2000000"),
 }
 
 
@@ -117,6 +121,15 @@ def check_wait(seconds: float, where: str) -> float:
             f"{MAX_WAIT_SECONDS:.0f}; give e.g. 60"
         )
     return float(seconds)
+
+
+def check_max_lines(lines: int, where: str) -> int:
+    if not 1 <= lines <= MAX_LINES_ALLOWED:
+        raise ConfigError(
+            f"{where}: {lines!r} is not a number of lines between 1 and {MAX_LINES_ALLOWED:,}; "
+            f"give e.g. {MAX_LINES}"
+        )
+    return lines
 
 
 def check_choice(value: str, choices: tuple[str, ...], where: str) -> str:
@@ -179,6 +192,7 @@ def load_config(path: Path) -> RunConfig:
         wait=check_wait(data.get("wait", 0), f"--config {path}: wait"),
         fail_on=check_choice(data.get("fail_on", "query"), FAIL_ON, f"--config {path}: fail_on"),
         quiet=data.get("quiet", False),
+        max_lines=check_max_lines(data.get("max_lines", MAX_LINES), f"--config {path}: max_lines"),
     )
 
 
