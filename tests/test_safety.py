@@ -210,7 +210,7 @@ def write_config(folder: Path, body: str) -> Path:
         ("quiet = 1", "quiet"),
         ('month = "0000-01"', "0000"),
         ('month = "٢٠٢١-04"', "month"),
-        ('max_lines = "2000000"', "max_lines"),
+        ('max_lines = "1000000"', "max_lines"),
         ("max_lines = 0", "max_lines"),
         ("max_lines = 1.5", "max_lines"),
     ],

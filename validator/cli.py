@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="refuse a batch of more than N claim lines, before it is all read, so that one "
-        "huge file cannot exhaust the machine's memory (default 2,000,000)",
+        "huge file cannot exhaust the machine's memory (default 1,000,000)",
     )
     run.add_argument(
         "--fail-on",

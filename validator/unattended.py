@@ -79,7 +79,7 @@ log_format = "text"                     # or "json"
 wait = 0                                # seconds to wait for a run holding the lock
 fail_on = "query"                       # reject, adjust, query, warning or never
 quiet = false                           # true: print nothing but errors
-max_lines = 2000000                     # a batch of more claim lines is refused"""
+max_lines = 1000000                     # a batch of more claim lines is refused"""
 
 # What each key of a config file must hold, in words for the message that refuses it.
 _CONFIG_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
@@ -96,7 +96,7 @@ _CONFIG_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "wait": ((int, float), "a number of seconds, without quotes, e.g. 60"),
     "fail_on": ((str,), '"reject", "adjust", "query", "warning" or "never"'),
     "quiet": ((bool,), "true or false, without quotes"),
-    "max_lines": ((int,), "a whole number of lines, without quotes, e.g. 2000000"),
+    "max_lines": ((int,), "a whole number of lines, without quotes, e.g. 1000000"),
 }
 
 

@@ -37,8 +37,8 @@ def display_pounds(pence: int | None) -> str:
     return f"{sign}£{pounds:,}.{rest:02d}"
 
 
-# The most claim lines a run takes unless told otherwise (--max-lines): four national years.
+# The most claim lines a run takes unless told otherwise (--max-lines): two national years.
 # Past it a run is refused before it is all read, so that one huge or hostile batch cannot
 # exhaust the machine's memory (README, Performance: under 1 KB a line, a few KB for lines
 # that each carry several long findings).
-MAX_LINES = 2_000_000
+MAX_LINES = 1_000_000
