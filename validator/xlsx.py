@@ -8,6 +8,7 @@ cells took over five seconds; this writes the same workbook in a fraction of tha
 
 from __future__ import annotations
 
+import decimal
 import io
 import zipfile
 from collections.abc import Iterator
@@ -61,6 +62,16 @@ def _column_letter(index: int) -> str:
         index, rest = divmod(index - 1, 26)
         letters = chr(65 + rest) + letters
     return letters
+
+
+_PENNY = pl.lit(decimal.Decimal("0.01"))
+
+
+def pounds_text(pence: pl.Expr) -> pl.Expr:
+    """Integer pence as exact pounds text with two decimals, `1234.50` or `-0.05` (blank when
+    there is none): the pence as a decimal of scale 2, never a float, and quicker in Polars
+    than building the text from its parts."""
+    return (pence.cast(pl.Decimal(38, 0)) * _PENNY).cast(pl.String)
 
 
 _XML_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
@@ -160,14 +171,7 @@ def _sheet(frame: pl.DataFrame, money: tuple[str, ...], widths: dict[str, int]) 
     for name in columns:
         column = pl.col(name)
         if name in money:  # exact: the decimal text of the pence, read as a number
-            pence = column.cast(pl.Int64)
-            text = (
-                pl.when(pence < 0).then(pl.lit("-")).otherwise(pl.lit(""))
-                + (pence.abs() // 100).cast(pl.String)
-                + "."
-                + (pence.abs() % 100).cast(pl.String).str.pad_start(2, "0")
-            )
-            cell = pl.format('<c s="2"><v>{}</v></c>', text)
+            cell = pl.format('<c s="2"><v>{}</v></c>', pounds_text(column))
         elif frame.schema[name].is_numeric():
             cell = pl.format("<c><v>{}</v></c>", column.cast(pl.String))
         else:
