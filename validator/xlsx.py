@@ -117,23 +117,22 @@ def _xml_text(expr: pl.Expr, needs: dict[str, bool] | None = None) -> pl.Expr:
 def _text_needs(frame: pl.DataFrame, names: list[str]) -> dict[str, dict[str, bool]]:
     """For each text column: whether any cell has a character XML forbids, is past Excel's
     cell limit (counted in bytes, which are never fewer than characters), has a character
-    to escape, or has a space at an edge. One pass over the frame."""
-    if not names or frame.height == 0:
-        return {
-            name: dict.fromkeys(("forbidden", "long", "escapes", "edged"), False) for name in names
-        }
+    to escape, or has a space at an edge. Each distinct text is looked at once (a national
+    year's lines repeat a few hundred file names, roles and rules half a million times)."""
     checks = {
         "forbidden": lambda text: text.str.contains(_FORBIDDEN),
         "long": lambda text: text.str.len_bytes() > EXCEL_CELL_CHARACTERS,
         "escapes": lambda text: text.str.contains(r"[&<>]"),
         "edged": lambda text: text.str.contains(_EDGE_SPACE),
     }
-    found = frame.select(
-        check(pl.col(name).cast(pl.String)).any().alias(f"{name}\0{step}")
-        for name in names
-        for step, check in checks.items()
-    ).row(0, named=True)
-    return {name: {step: bool(found[f"{name}\0{step}"]) for step in checks} for name in names}
+    needs = {}
+    for name in names:
+        distinct = frame.select(pl.col(name).cast(pl.String).unique())
+        found = distinct.select(
+            check(pl.col(name)).any().alias(step) for step, check in checks.items()
+        ).row(0, named=True)
+        needs[name] = {step: bool(found[step]) for step in checks}
+    return needs
 
 
 def within_limits(
