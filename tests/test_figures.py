@@ -11,7 +11,7 @@ EXPENSIVE = {"monthly_salary": "9000.00", "amount_claimed": "9999.99"}
 
 
 def line_money(result, line=2):
-    row = result.lines.filter(result.lines["source_line"] == line).row(0, named=True)
+    row = result.every_line.filter(result.every_line["source_line"] == line).row(0, named=True)
     return row["amount_claimed"], row["amount_allowed"], row["amount_at_risk"]
 
 

@@ -39,7 +39,7 @@ def test_excel_style_file_loads_cleanly(tmp_path, encoding, bom, recorded):
     assert result.files[0].encoding == recorded
     assert result.rows_read == 1 and result.rows_checked == 1  # trailing blank lines ignored
     assert projection(result) == []
-    line = result.lines.row(0, named=True)
+    line = result.every_line.row(0, named=True)
     assert line["amount_claimed"] == 123456
     assert line["days_in_post"] == 15  # in post from 16/06/2021, read as 16 June
 
@@ -127,7 +127,7 @@ def test_hours_per_week_gives_wte_and_must_agree_with_wte(tmp_path):
     )
     result = run_files(tmp_path, path)
     assert projection(result) == [(4, "SCH-01", "open")]  # 23 h = 0.6133 WTE, off by > 0.01
-    assert result.lines["wte_units"].to_list()[0] == 1_800_000  # 22.5 h = 0.6 WTE exactly
+    assert result.every_line["wte_units"].to_list()[0] == 1_800_000  # 22.5 h = 0.6 WTE exactly
 
 
 def test_quoted_newline_keeps_true_line_numbers(tmp_path):
@@ -184,5 +184,5 @@ def test_claims_checked_a_batch_at_a_time_give_the_same_run(monkeypatch):
     assert len(batches) == len(whole.files) and sum(batches) == whole.rows_read
     assert len(batched.files) == len(whole.files) > 1
     assert batched.rows_read == whole.rows_read and batched.rows_rejected_by_schema > 0
-    for name in ("findings", "summary", "payments", "every_line", "lines"):
+    for name in ("findings", "summary", "payments", "every_line"):
         assert getattr(batched, name).equals(getattr(whole, name)), name

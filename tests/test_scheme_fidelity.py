@@ -10,7 +10,7 @@ from tests.helpers import agreements, claims, projection, register, run_case, ru
 
 
 def line_money(result, line=2):
-    row = result.lines.filter(result.lines["source_line"] == line).row(0, named=True)
+    row = result.every_line.filter(result.every_line["source_line"] == line).row(0, named=True)
     return row["amount_claimed"], row["amount_allowed"]
 
 
@@ -341,9 +341,9 @@ def test_role_titles_and_hours_to_three_decimals_are_read(tmp_path):
         ],
     )
     assert projection(result) == []
-    wte = dict(result.lines.select("source_line", "wte_units").iter_rows())
+    wte = dict(result.every_line.select("source_line", "wte_units").iter_rows())
     assert wte == {2: 750_000, 3: 3_000_000}  # 0.25 and 1.0 WTE, exactly
-    assert result.lines["role"].to_list() == [
+    assert result.every_line["role"].to_list() == [
         "clinical_pharmacist",
         "social_prescribing_link_worker",
     ]

@@ -238,6 +238,7 @@ def _schema_rows(raw: pl.DataFrame, rejected_rows: pl.Series) -> pl.DataFrame:
         pl.col("staff_id").fill_null("").str.strip_chars(),
         pl.col("role").fill_null("").str.strip_chars(),
         pl.col("claim_month").fill_null("").str.strip_chars().alias("claim_month"),
+        pl.lit(None, dtype=pl.Int64).alias("wte_units"),
         pl.col("wte").fill_null("").str.strip_chars().alias("wte"),
         pl.lit(None, dtype=pl.Int64).alias("days_in_post"),
         pl.lit(None, dtype=pl.Int64).alias("monthly_maximum"),
@@ -278,6 +279,7 @@ def _checked_rows(lines: pl.DataFrame, eligible: pl.DataFrame, cost_cap: str) ->
             lines.select(
                 *_LINE_KEYS,
                 month.alias("claim_month"),
+                "wte_units",
                 _wte_text(pl.col("wte_units")).alias("wte"),
                 "days_in_post",
                 "amount_claimed",
@@ -503,7 +505,7 @@ def ledger(
         findings=attributed.drop("order"),
         payments=payments,
         summary=summary,
-        lines=every_line.select("row_no", *LINE_COLUMNS),
+        lines=every_line.select("row_no", "wte_units", *LINE_COLUMNS),
     )
 
 

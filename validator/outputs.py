@@ -64,6 +64,18 @@ def _cells(frame: pl.DataFrame, columns: list[str], money: tuple[str, ...]) -> p
     return frame.select(cells)
 
 
+CSV_ROWS_PER_SLICE = 100_000  # rows formatted at a time: a million lines' cells never whole
+
+
+def _write_csv(path: Path, frame: pl.DataFrame, columns: list[str], money: tuple[str, ...]):
+    """The frame as CSV into `path` (_csv_text's bytes), formatted a slice at a time."""
+    with path.open("wb") as handle:
+        for offset in range(0, max(frame.height, 1), CSV_ROWS_PER_SLICE):
+            _cells(frame.slice(offset, CSV_ROWS_PER_SLICE), columns, money).write_csv(
+                handle, include_header=not offset, line_terminator="\n", null_value=""
+            )
+
+
 def _csv_text(frame: pl.DataFrame, columns: list[str], money: tuple[str, ...]) -> str:
     """The frame as CSV: money formatted, text formula-safe, nothing as blank, LF endings."""
     return _cells(frame, columns, money).write_csv(line_terminator="\n", null_value="")
@@ -185,9 +197,7 @@ def data_files(result: RunResult, run_id: str, folder: Path) -> dict[str, bytes 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="workbook") as second:
         workbook = second.submit(exceptions_xlsx, result, folder / "exceptions.xlsx")
         for name, frame, columns, money in _csv_outputs(result):
-            _cells(frame, columns, money).write_csv(
-                folder / name, line_terminator="\n", null_value=""
-            )
+            _write_csv(folder / name, frame, columns, money)
         with (folder / "exceptions.json").open("wb") as handle:
             write_exceptions_json(result, run_id, handle)
         workbook.result()
@@ -229,7 +239,7 @@ def exceptions_json(result: RunResult, run_id: str) -> str:
     return buffer.getvalue().decode("utf-8")
 
 
-JSON_ROWS_PER_SLICE = 50_000  # rows serialised at a time: a national year's lines never whole
+JSON_ROWS_PER_SLICE = 10_000  # rows serialised at a time: a few MB of text, copied a few times
 
 
 def _json_rows(frame: pl.DataFrame, money: tuple[str, ...], handle: BinaryIO) -> None:

@@ -90,9 +90,10 @@ class RunResult:
     review_month: dt.date | None
     findings: pl.DataFrame
     summary: pl.DataFrame
-    lines: pl.DataFrame  # the checked lines, with their figures and allowed amounts
     payments: pl.DataFrame
-    every_line: pl.DataFrame  # every input row with its figures and outcome (lines.csv)
+    # Every input row with its figures and outcome: lines.csv's columns, with row_no and
+    # the exact wte_units (null for a schema-rejected row).
+    every_line: pl.DataFrame
     unmatched_agreements: pl.DataFrame
     agreements: pl.DataFrame
     rows_read: int = 0
@@ -404,7 +405,6 @@ class _Run:
             review_month=self.review,
             findings=all_findings,
             summary=ledger.summary,
-            lines=lines,
             payments=ledger.payments,
             every_line=ledger.lines,
             unmatched_agreements=unmatched,

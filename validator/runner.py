@@ -442,8 +442,8 @@ def review_month_lines(result: RunResult) -> int:
     if result.review_month is None:
         return 0
     month = result.review_month
-    checked = result.lines.filter(result.lines["month_date"] == month).height
     review = f"{month:%Y-%m}"
+    checked = _checked_lines(result, review)
     findings = result.findings
     rejected = (
         findings.filter((findings["rule_id"] == "SCH-01") & (findings["claim_month"] == review))
@@ -460,8 +460,16 @@ def month_before_lines(result: RunResult) -> tuple[str, int] | None:
         return None
     month = result.review_month
     before = (month.replace(day=1) - dt.timedelta(days=1)).replace(day=1)
-    count = result.lines.filter(result.lines["month_date"] == before).height
+    count = _checked_lines(result, f"{before:%Y-%m}")
     return (f"{before:%Y-%m}", count) if count else None
+
+
+def _checked_lines(result: RunResult, month: str) -> int:
+    """The lines of a claim month (YYYY-MM) that passed the schema and were checked."""
+    lines = result.every_line
+    return lines.filter(
+        (lines["claim_month"] == month) & (lines["outcome"] != "schema_rejected")
+    ).height
 
 
 class OutputRun:
