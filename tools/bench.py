@@ -39,6 +39,11 @@ import threading
 import time
 from pathlib import Path
 
+# The environment a shell would start the tool with, taken before this process imports
+# Polars: importing Polars writes its own allocator settings (_RJEM_MALLOC_CONF) into
+# os.environ, and a child inheriting them measured 1.24 GB where the same run started from a
+# shell peaks under 1 GB. Every measured process gets this environment.
+SHELL_ENV = dict(os.environ)
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
@@ -129,7 +134,9 @@ class TreeMemory:
 def timed(command: list[str], ok: tuple[int, ...] = (0,), memory: bool = False) -> dict:
     """One whole process: wall seconds and peak memory (its own, and with its children)."""
     started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=SHELL_ENV
+    )
     sampler = TreeMemory(process.pid) if memory else None
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
@@ -182,7 +189,7 @@ def check_figure(runs: int, suffix: str = ".csv") -> dict:
     walls = []
     for _ in range(runs):
         started = time.perf_counter()
-        completed = subprocess.run(command, capture_output=True, text=True)
+        completed = subprocess.run(command, capture_output=True, text=True, env=SHELL_ENV)
         walls.append(time.perf_counter() - started)
         if completed.returncode not in (0, 1):
             sys.exit(f"check failed with exit code {completed.returncode}: {completed.stderr}")
@@ -253,6 +260,7 @@ def import_figures(arguments: list[str]) -> dict:
         capture_output=True,
         text=True,
         cwd=ROOT,
+        env=SHELL_ENV,
     )
     total_us, heavy = 0, set()
     for line in process.stderr.splitlines():

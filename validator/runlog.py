@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import shutil
 import sys
 from typing import TYPE_CHECKING, TextIO
 
@@ -77,6 +76,8 @@ class RunLog:
         if event == "file":
             if self.terminal:
                 if self.bar is None:
+                    import shutil
+
                     from tqdm import tqdm  # only on a terminal: importing it costs 50 ms
 
                     self.bar = tqdm(

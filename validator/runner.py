@@ -24,10 +24,9 @@ import errno
 import fcntl
 import json
 import os
-import platform
 import re
-import shutil
 import stat
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -202,6 +201,8 @@ class Clearing:
                         self.kept.append(folder)
                         continue
             removable.append(folder)
+        import shutil  # (here and below: `rules`, `explain` and `--help` remove nothing)
+
         self.thread = threading.Thread(
             target=lambda: [shutil.rmtree(folder, ignore_errors=True) for folder in removable],
             name="clear-leftovers",
@@ -235,7 +236,7 @@ def _hostname() -> str:
 
 def _exchange(source: Path, target: Path) -> bool:
     """Atomically swap two folders (Linux renameat2 RENAME_EXCHANGE); False if unsupported."""
-    if platform.system() != "Linux":
+    if sys.platform != "linux":
         return False
     import ctypes.util  # here, not at the top: it costs `rules` and `--help` 15 ms to start
 
@@ -294,6 +295,8 @@ class Staging:
             raise
 
     def discard(self) -> None:
+        import shutil
+
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
