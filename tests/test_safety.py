@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from tests.helpers import CLI, PROJECT, agreements, claims, register, run_cli, run_small
@@ -277,6 +278,26 @@ def test_a_batch_past_the_line_limit_is_refused_before_it_is_all_read(tmp_path):
         "run", folder, "--pcns", str(pcns), "--out", str(tmp_path / "o"), "--max-lines", "24"
     )
     assert completed.returncode == 0, completed.stderr  # at the limit: the run goes on
+
+
+def test_the_line_limit_counts_claim_lines_and_holds_for_check_and_workbooks(tmp_path):
+    """Trailing blank lines are not claim lines; `check` takes --max-lines too; a workbook's
+    sheets count together, refused before any sheet becomes claim rows."""
+    from validator.xlsx import workbook
+
+    pcns = register(tmp_path / "pcns.csv")
+    padded = claims(tmp_path / "padded.csv", *({"staff_id": f"S{n}"} for n in range(3)))
+    padded.write_text(padded.read_text() + "\n\n")
+    out = str(tmp_path / "o")
+    completed = run_cli("run", str(padded), "--pcns", str(pcns), "--out", out, "--max-lines", "3")
+    assert completed.returncode == 0, completed.stderr
+    assert_refused(run_cli("check", str(padded), "--max-lines", "2"), "limit of 2 lines")
+    assert run_cli("check", str(padded), "--max-lines", "3").returncode == 0
+    sheet = pl.read_csv(padded, infer_schema=False)
+    book = tmp_path / "book.xlsx"
+    book.write_bytes(workbook([("June", sheet, (), {}), ("July", sheet, (), {})]))
+    completed = run_cli("run", str(book), "--pcns", str(pcns), "--out", out, "--max-lines", "5")
+    assert_refused(completed, "book.xlsx alone has 6 rows in its sheets")
 
 
 def test_rules_html_into_a_missing_folder_is_exit_2(tmp_path):

@@ -16,6 +16,7 @@ from validator.errors import ConfigError
 from validator.load import ClaimFile, read_claims
 from validator.reference import load_agreements, load_reference, load_register
 from validator.schema import check_claims
+from validator.units import MAX_LINES
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_INPUT = 0, 1, 2
 VALUE_WIDTH = 40  # a value longer than this is cut, with an ellipsis, in the table
@@ -51,6 +52,7 @@ def check_files(
     agreements: Path | None = None,
     reference: Path | None = None,
     columns: Path | None = None,
+    max_lines: int = MAX_LINES,
 ) -> CheckResult:
     """Read the claim files and check them against the schema. A bad --reference or
     --columns raises ConfigError (nothing can be judged without them); a bad register or
@@ -74,7 +76,7 @@ def check_files(
             load_agreements(agreements, {rule.id for rule in load_catalogue().rules})
         except ConfigError as error:
             input_problems.append(str(error))
-    files, raw = read_claims(claims, profile=profile)
+    files, raw = read_claims(claims, profile=profile, max_lines=max_lines)
     failures, _ = check_claims(raw, reference_data.role_names)
     located = (
         failures.join(raw.select("row_no", "source_file", "source_line"), on="row_no")

@@ -44,6 +44,7 @@ from validator.unattended import (
     out_folder,
     stop_on_signals,
 )
+from validator.units import MAX_LINES
 
 if TYPE_CHECKING:
     from validator.catalogue import Catalogue, Rule
@@ -205,6 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
         "claims", nargs="+", metavar="CLAIMS", help="claim files, or folders of them"
     )
     check.add_argument("--pcns", type=Path, metavar="FILE", help="also check the PCN register")
+    check.add_argument(
+        "--max-lines",
+        type=int,
+        metavar="N",
+        help="refuse claim files of more than N lines in all (default 1,000,000)",
+    )
     check.add_argument(
         "--agreements", type=Path, metavar="FILE", help="also check the agreements file"
     )
@@ -435,7 +442,12 @@ def command_check(args: argparse.Namespace, console: Console) -> int:
     from validator.check import check_files, file_report
     from validator.load import skipped_sheets_text
 
-    result = check_files(args.claims, args.pcns, args.agreements, args.reference, args.columns)
+    max_lines = (
+        MAX_LINES if args.max_lines is None else check_max_lines(args.max_lines, "--max-lines")
+    )
+    result = check_files(
+        args.claims, args.pcns, args.agreements, args.reference, args.columns, max_lines
+    )
     for problem in result.input_problems:
         console.error(problem)
     for check in result.files:

@@ -145,11 +145,15 @@ def training_records(lines: pl.DataFrame, where: pl.Expr, reference: Reference) 
     Built narrow (a million lines make about a million records): the conditions' words are
     joined to the findings only (condition_texts)."""
     conditions = _conditions(reference)
-    accepted = conditions.select(
-        "condition_order",
-        pl.col("condition_accepted").str.split(";").alias("condition_value"),
-        pl.lit(1, dtype=pl.Int64).alias("met"),
-    ).explode("condition_value")
+    accepted = (
+        conditions.select(
+            "condition_order",
+            pl.col("condition_accepted").str.split(";").alias("condition_value"),
+            pl.lit(1, dtype=pl.Int64).alias("met"),
+        )
+        .explode("condition_value")
+        .unique()
+    )  # an accepted value listed twice is one
     value = pl.lit(None, dtype=pl.String)
     for name in CONDITION_COLUMNS:
         value = pl.when(pl.col("condition_column") == name).then(pl.col(name)).otherwise(value)

@@ -39,9 +39,9 @@ class TooManyLines(ConfigError):
 
     def __init__(self, limit: int, found: str) -> None:
         super().__init__(
-            f"the claims hold more than the run's limit of {limit:,} lines ({found}); split the "
-            "batch, or raise the limit with --max-lines (config: max_lines) if this machine "
-            "has the memory for it"
+            f"the claims hold more than the limit of {limit:,} lines ({found}); split the "
+            "batch, or raise the limit with --max-lines (for a run, also config: max_lines) if "
+            "this machine has the memory for it"
         )
 
 
@@ -275,9 +275,11 @@ def read_claim_file(
     data = _file_bytes(info, path)
     if data is None:
         return info, None
-    lines = data.count(b"\n") + (not data.endswith(b"\n"))
-    if lines - 1 > max_lines:  # the header is not a claim line
-        raise TooManyLines(max_lines, f"{info.path} alone has {lines - 1:,} lines")
+    # Counted from the bytes, before anything is decoded or parsed: the lines of text after
+    # the header (trailing blank lines not counted; a line break inside a quoted value is).
+    lines = data.rstrip().count(b"\n")
+    if lines > max_lines:
+        raise TooManyLines(max_lines, f"{info.path} alone has {lines:,} lines of text")
     try:
         text, info.encoding = decode(data)
     except ValueError as error:
@@ -384,7 +386,7 @@ def _claim_table(
 
 
 def read_claim_workbook(
-    path: str, profile: ColumnProfile | None = None
+    path: str, profile: ColumnProfile | None = None, max_lines: int = MAX_LINES
 ) -> list[tuple[ClaimFile, pl.DataFrame | None]]:
     """Every claim table of an .xlsx workbook: each sheet whose header row names the
     required columns, as `file.xlsx[Sheet]` with the sheet's own row numbers. The other
@@ -404,6 +406,9 @@ def read_claim_workbook(
     del data
     tables: list[tuple[ClaimFile, pl.DataFrame | None]] = []
     skipped: list[str] = []
+    rows = sum(sheet.cells.height for sheet in sheets if sheet.cells is not None)
+    if rows > max_lines:  # before any sheet becomes claim rows
+        raise TooManyLines(max_lines, f"{workbook.path} alone has {rows:,} rows in its sheets")
     for sheet in sheets:
         source = f"{path}[{sheet.name}]"
         info = ClaimFile(_shown(source), workbook.sha256, "xlsx", source=source)
@@ -452,7 +457,7 @@ def read_claim_source(
 ) -> list[tuple[ClaimFile, pl.DataFrame | None]]:
     """A CSV file (one table) or an .xlsx workbook (a table per claim sheet)."""
     if path.lower().endswith(".xlsx"):
-        return read_claim_workbook(path, profile)
+        return read_claim_workbook(path, profile, max_lines)
     return [read_claim_file(path, profile, max_lines)]
 
 
@@ -577,8 +582,9 @@ def read_claims(
     arguments: list[str],
     on_file: Callable[[ClaimFile, int, int], None] | None = None,
     profile: ColumnProfile | None = None,
+    max_lines: int = MAX_LINES,
 ) -> tuple[list[ClaimFile], pl.DataFrame]:
     """Every claim file named, as one frame of text rows (ClaimBatches, all at once)."""
-    batches = ClaimBatches(arguments, on_file, profile, batch_rows=ALL_ROWS)
+    batches = ClaimBatches(arguments, on_file, profile, batch_rows=ALL_ROWS, max_lines=max_lines)
     (claims,) = batches
     return batches.files, claims

@@ -404,6 +404,8 @@ def ledger(
         pl.col(name).cast(dtype) for name, dtype in checked.schema.items()
     )
     every_line = checked.merge_sorted(schema_rows, key="row_no") if schema_rows.height else checked
+    if not every_line["row_no"].is_sorted():  # (both parts come in row order; never assumed)
+        every_line = every_line.sort("row_no")
     del checked, schema_rows
     claims = every_line.select("row_no", "amount_claimed", "schema_rejected")
     excess_parts = [

@@ -268,26 +268,28 @@ class _Run:
         it), so a national batch's text is never all held at once. Returns the files, the
         rejected rows' text, the schema failures, the typed rows that passed, and the
         number of rows read."""
-        batches = ClaimBatches(
-            self.options.claims,
-            lambda file, number, total: self._tell(
+
+        def read(file: ClaimFile, number: int, total: int) -> None:
+            self._tell(
                 "file",
                 path=file.path,
                 number=number,
                 total=total,
                 rows=file.rows_read,
                 problem=file.problem,
-            ),
-            self.profile,
-            max_lines=self.options.max_lines,
+            )
+            if number == total:  # the last batch is checked after this: the schema phase
+                self._tell("phase", name="schema")
+
+        batches = ClaimBatches(
+            self.options.claims, read, self.profile, max_lines=self.options.max_lines
         )
         rejected, failures, typed = [], [], []
         rows_read = 0
+        self.timer.add("read", 0.0)  # listed first, as the phases come
         started = time.perf_counter()
         checking = self.timer.seconds.get("schema", 0.0)
         for batch in batches:
-            if not rows_read:
-                self._tell("phase", name="schema")
             with self.timer("schema"):
                 batch_failures, batch_typed = check_claims(batch, self.reference.role_names)
                 rows_read += batch.height
@@ -362,7 +364,7 @@ class _Run:
                 ).select("row_no", *(name for name in costed.columns if name not in lines.columns)),
                 limited.drop("claim_month", "role", "effective_wte", "limit_within"),
             ]
-            caps = money.line_caps(self._caps(), line_found, *figures)
+            caps = money.line_caps(self._caps(), line_found, *figures, lines)
             # What the rest of the run reads of every line: the money, the PCN figures and
             # the findings' own columns; what only the messages read is kept for the lines
             # with findings (a few of all), the rest let go.
