@@ -299,16 +299,27 @@ def line_details(
     names = [name for source in sources for name in source.columns]
     wanted = _columns_read(catalogue, found["rule_id"].unique().to_list(), _LINE_FIELDS, names)
     wanted -= kept | {"row_no"}
-    rows = found.select("row_no").unique(maintain_order=True)
-    details = rows
-    for source in sources:
+    return _with_first_of(found.select("row_no").unique(maintain_order=True), sources, wanted)
+
+
+def _with_first_of(
+    frame: pl.DataFrame, sources: list[pl.DataFrame], wanted: set[str], first: str = "left"
+) -> pl.DataFrame:
+    """`frame` with each `wanted` column, by row_no, from the first of `sources` that has it
+    (joined `first` to the first source, left to the others). Only the wanted columns of a
+    source, on the rows of `frame`, are taken: never the whole of a source of every line."""
+    wanted = set(wanted)
+    rows = frame["row_no"].unique().implode()
+    for number, source in enumerate(sources):
         columns = [name for name in source.columns if name in wanted]
         wanted -= set(columns)
-        taken = source.select("row_no", *columns).filter(
-            pl.col("row_no").is_in(rows["row_no"].implode())
+        frame = frame.join(
+            source.select("row_no", *columns).filter(pl.col("row_no").is_in(rows)),
+            on="row_no",
+            how=first if number == 0 else "left",
+            maintain_order="left",
         )
-        details = details.join(taken, on="row_no", how="left", maintain_order="left")
-    return details
+    return frame
 
 
 _NO_FINDINGS = {"row_no": pl.Int64, "rule_id": pl.String}
@@ -462,15 +473,7 @@ def finalise(
         )
         # Each column a finding shows or its message reads, from the first source with it.
         wanted = {"month_date", *LINE_COLUMNS_SHOWN, *read} - set(found.columns)
-        detail = found
-        for source in sources:
-            columns = [name for name in source.columns if name in wanted]
-            wanted -= set(columns)
-            detail = detail.join(
-                source.select("row_no", *columns),
-                on="row_no",
-                how="inner" if source is lines else "left",
-            )
+        detail = _with_first_of(found, sources, wanted, first="inner")
         parts.append(
             _with_messages(catalogue, detail, _LINE_FIELDS).with_columns(
                 pl.col("month_date").dt.strftime("%Y-%m").alias("claim_month"),

@@ -68,17 +68,13 @@ CSV_ROWS_PER_SLICE = 100_000  # rows formatted at a time: a million lines' cells
 
 
 def _write_csv(path: Path, frame: pl.DataFrame, columns: list[str], money: tuple[str, ...]):
-    """The frame as CSV into `path` (_csv_text's bytes), formatted a slice at a time."""
+    """The frame as CSV into `path`: money formatted, text formula-safe, nothing as blank,
+    LF endings; formatted a slice at a time."""
     with path.open("wb") as handle:
         for offset in range(0, max(frame.height, 1), CSV_ROWS_PER_SLICE):
             _cells(frame.slice(offset, CSV_ROWS_PER_SLICE), columns, money).write_csv(
                 handle, include_header=not offset, line_terminator="\n", null_value=""
             )
-
-
-def _csv_text(frame: pl.DataFrame, columns: list[str], money: tuple[str, ...]) -> str:
-    """The frame as CSV: money formatted, text formula-safe, nothing as blank, LF endings."""
-    return _cells(frame, columns, money).write_csv(line_terminator="\n", null_value="")
 
 
 def _csv_outputs(result: RunResult) -> list[tuple[str, pl.DataFrame, list[str], tuple[str, ...]]]:
@@ -92,25 +88,9 @@ def _csv_outputs(result: RunResult) -> list[tuple[str, pl.DataFrame, list[str], 
 
 
 def _finding_csv_columns(result: RunResult) -> list[str]:
-    return FINDING_COLUMNS + (["fingerprint", "change"] if result.resolved is not None else [])
-
-
-def exceptions_csv(result: RunResult) -> str:
     """exceptions.csv's columns (README "Outputs"); with --previous, `fingerprint` and
     `change` after them."""
-    return _csv_text(result.findings, _finding_csv_columns(result), _MONEY_FINDING)
-
-
-def summary_csv(result: RunResult) -> str:
-    return _csv_text(result.summary, SUMMARY_COLUMNS, MONEY_SUMMARY)
-
-
-def payments_csv(result: RunResult) -> str:
-    return _csv_text(result.payments, PAYMENT_COLUMNS, MONEY_PAYMENTS)
-
-
-def lines_csv(result: RunResult) -> str:
-    return _csv_text(result.every_line, LINE_COLUMNS, MONEY_LINES)
+    return FINDING_COLUMNS + (["fingerprint", "change"] if result.resolved is not None else [])
 
 
 def _inputs(result: RunResult) -> list[dict]:
@@ -230,13 +210,6 @@ JSON_FORMAT_VERSION = "1.1"
 
 def _money_cells(frame: pl.DataFrame, money: tuple[str, ...]) -> pl.DataFrame:
     return frame.with_columns(money_text(pl.col(name)).alias(name) for name in money)
-
-
-def exceptions_json(result: RunResult, run_id: str) -> str:
-    """exceptions.json as text (write_exceptions_json's bytes)."""
-    buffer = io.BytesIO()
-    write_exceptions_json(result, run_id, buffer)
-    return buffer.getvalue().decode("utf-8")
 
 
 JSON_ROWS_PER_SLICE = 10_000  # rows serialised at a time: a few MB of text, copied a few times
