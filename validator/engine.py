@@ -99,7 +99,7 @@ class RulesEngine:
             field, other = rule.terms[name]
             against = pl.col(other) if isinstance(other, str) else pl.lit(other)
             # -1, 0 or 1: a byte, not eight (a million lines' inputs are a dozen of these).
-            return (pl.col(field) - against).sign().cast(pl.Int8)
+            return (pl.col(field).cast(pl.Int64) - against).sign().cast(pl.Int8)
         return pl.col(name)
 
     def _inputs(self, rule: Rule, records: pl.DataFrame) -> tuple[pl.DataFrame, list[str]]:
@@ -141,8 +141,10 @@ class RulesEngine:
     def _check_fields(self, rule: Rule, records: pl.DataFrame) -> None:
         for name in rule.fields:
             dtype = records.schema.get(name)
-            if dtype is not None and dtype not in (pl.Int64, pl.String):
-                raise EngineError(f"{rule.id}: field {name} is {dtype}, not Int64 or String")
+            if dtype is not None and not (dtype.is_signed_integer() or dtype == pl.String):
+                raise EngineError(
+                    f"{rule.id}: field {name} is {dtype}, not a signed integer or String"
+                )
 
     def evaluate(self, rule: Rule, records: pl.DataFrame) -> pl.Series:
         """A boolean per record: does the rule fire on it?"""

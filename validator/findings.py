@@ -307,14 +307,17 @@ def _with_first_of(
 ) -> pl.DataFrame:
     """`frame` with each `wanted` column, by row_no, from the first of `sources` that has it
     (joined `first` to the first source, left to the others). Only the wanted columns of a
-    source, on the rows of `frame`, are taken: never the whole of a source of every line."""
+    source, on the rows of `frame`, are taken: never the whole of a source of every line.
+    Categories (kept so on every line for their size) come as text, as messages read it."""
     wanted = set(wanted)
     rows = frame["row_no"].unique().implode()
     for number, source in enumerate(sources):
         columns = [name for name in source.columns if name in wanted]
         wanted -= set(columns)
         frame = frame.join(
-            source.select("row_no", *columns).filter(pl.col("row_no").is_in(rows)),
+            source.select("row_no", *columns)
+            .filter(pl.col("row_no").is_in(rows))
+            .with_columns(pl.col(pl.Categorical).cast(pl.String)),
             on="row_no",
             how=first if number == 0 else "left",
             maintain_order="left",

@@ -307,7 +307,8 @@ def _typed(checked: pl.DataFrame) -> pl.DataFrame:
     values = [name for name in CLAIM_COLUMNS if name not in ("wte", "hours_per_week")]
     return checked.select(
         "row_no",
-        "source_file",
+        # A file's name on each of its lines: 4 bytes a line as a category, not the text.
+        pl.col("source_file").cast(pl.Categorical),
         "source_line",
         *(_value(name).alias(name) for name in values),
         pl.coalesce(_value("wte"), _value("hours_per_week")).alias("wte_units"),
