@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import zipfile
 
 import fastexcel
 import polars as pl
@@ -87,3 +88,34 @@ def test_each_text_column_is_written_as_it_is_whichever_escaping_steps_it_needs(
     for name in ("plain", "escaped", "edged"):
         assert read[name].cast(pl.String).to_list() == frame[name].to_list()
     assert read["amount"].to_list() == [1.0, -2.5, None, 0.05]
+
+
+def test_repeated_texts_are_shared_and_read_back_as_written(monkeypatch, tmp_path):
+    # Texts repeated down a column go through the workbook's shared strings; a column of
+    # texts nearly all different stays inline. Either way a cell reads back as it was, the
+    # hard cases included: edge spaces, escapes, a forbidden character, a cut cell, a blank.
+    texts = [" lead", "a & <b>", "bad\x01char", "x" * 40_000, None, ""]
+    frame = pl.DataFrame(
+        {
+            "repeated": texts * 30,
+            "distinct": [f"line {n}" for n in range(len(texts) * 30)],
+        }
+    )
+    books = {}
+    for label, shared_from in (("shared", 2), ("inline", 10**9)):
+        monkeypatch.setattr(xlsx, "SHARED_FROM_CELLS_PER_TEXT", shared_from)
+        books[label] = tmp_path / f"{label}.xlsx"
+        xlsx.write_workbook(books[label], [("sheet", frame, (), {})])
+    with zipfile.ZipFile(books["shared"]) as book:
+        sheet = book.read("xl/worksheets/sheet1.xml").decode()
+        strings = book.read("xl/sharedStrings.xml").decode()
+    assert '<c t="s">' in sheet and "line 7" in sheet and "line 7" not in strings
+    assert strings.count("<si>") == len(texts) - 1  # each distinct text once (not the blank)
+    shared, inline = (
+        fastexcel.read_excel(books[label]).load_sheet("sheet").to_polars() for label in books
+    )
+    assert shared.equals(inline)
+    read = shared["repeated"].cast(pl.String).to_list()
+    assert read[:3] == [" lead", "a & <b>", "badchar"]
+    assert read[3].startswith("x" * 100) and len(read[3]) <= xlsx.EXCEL_CELL_CHARACTERS
+    assert read[4] is None

@@ -23,6 +23,7 @@ _CONTENT_TYPES = """<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
 <Default Extension="xml" ContentType="application/xml"/>
 <Override PartName="/xl/workbook.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>
 <Override PartName="/xl/styles.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.styles+xml"/>
+<Override PartName="/xl/sharedStrings.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"/>
 {sheets}
 </Types>"""
 _SHEET_TYPE = (
@@ -42,7 +43,10 @@ _WORKBOOK_RELS = """<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
 <Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">
 {sheets}
 <Relationship Id="rIdStyles" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/styles" Target="styles.xml"/>
+<Relationship Id="rIdStrings" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/sharedStrings" Target="sharedStrings.xml"/>
 </Relationships>"""
+_SHARED_STRINGS = """<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" uniqueCount="{count}">"""
 # Style 0: plain; 1: bold header; 2: money £#,##0.00.
 _STYLES = """<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
 <styleSheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">
@@ -150,8 +154,68 @@ def within_limits(
 ROWS_PER_CHUNK = 20_000  # rows of a sheet built and compressed at a time: memory stays flat
 
 
+def _text_element(text: pl.Expr, needs: dict[str, bool]) -> list[str | pl.Expr]:
+    """The pieces of a `<t>` element holding `text`, keeping its edge spaces where it has
+    them (`xml:space="preserve"`)."""
+    preserve: list[str | pl.Expr] = []
+    if needs["edged"]:
+        preserve = [
+            pl.when(text.str.contains(_EDGE_SPACE))
+            .then(pl.lit(' xml:space="preserve"'))
+            .otherwise(pl.lit(""))
+        ]
+    return ["<t", *preserve, ">", _xml_text(text, needs), "</t>"]
+
+
+# A text column is written through the shared strings when each of its texts is in at least
+# this many cells on average (a national year's lines name 12 files, 1,250 PCNs and 16 roles
+# in 444,654 rows); a column of texts nearly all different (the messages) is written inline.
+SHARED_FROM_CELLS_PER_TEXT = 20
+
+
+class SharedStrings:
+    """The workbook's shared strings (xl/sharedStrings.xml): the distinct texts of the
+    columns that repeat, each written once, which their cells refer to by number. A lines
+    sheet is then under half the XML it is with each text in its cells, and quicker to
+    build and to compress."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.items: list[bytes] = []
+
+    def numbers(self, frame: pl.DataFrame, name: str, needs: dict[str, bool]) -> pl.Expr | None:
+        """The number in the table of each cell's text of column `name` (null where the
+        cell is), its distinct texts added to the table; None if its texts do not repeat."""
+        distinct = frame.select(pl.col(name).cast(pl.String).unique(maintain_order=True))
+        distinct = distinct.drop_nulls()
+        if distinct.height * SHARED_FROM_CELLS_PER_TEXT > frame.height:
+            return None
+        text = pl.col(name)
+        items = io.BytesIO()
+        distinct.select(_joined(["<si>", *_text_element(text, needs), "</si>"])).write_csv(
+            items, include_header=False, quote_style="never", line_terminator=""
+        )
+        self.items.append(items.getvalue())
+        numbers = pl.int_range(self.count, self.count + distinct.height, eager=True)
+        self.count += distinct.height
+        return (
+            pl.col(name)
+            .cast(pl.String)
+            .replace_strict(distinct[name], numbers.cast(pl.String), default=None)
+        )
+
+    def xml(self) -> Iterator[bytes]:
+        yield _SHARED_STRINGS.format(count=self.count).encode()
+        yield from self.items
+        yield b"</sst>"
+
+
 def _cell(
-    frame: pl.DataFrame, name: str, money: tuple[str, ...], needs: dict[str, dict[str, bool]]
+    frame: pl.DataFrame,
+    name: str,
+    money: tuple[str, ...],
+    needs: dict[str, dict[str, bool]],
+    shared: SharedStrings,
 ) -> list[str | pl.Expr]:
     """The XML of the column's cells as its pieces, literal markup and expressions, to be
     concatenated with the row's other cells (_row)."""
@@ -160,22 +224,11 @@ def _cell(
         pieces: list[str | pl.Expr] = ['<c s="2"><v>', pounds_text(column), "</v></c>"]
     elif frame.schema[name].is_numeric():
         pieces = ["<c><v>", column.cast(pl.String), "</v></c>"]
+    elif (number := shared.numbers(frame, name, needs[name])) is not None:
+        pieces = ['<c t="s"><v>', number, "</v></c>"]
     else:
         text = column.cast(pl.String)
-        preserve: list[str | pl.Expr] = []
-        if needs[name]["edged"]:
-            preserve = [
-                pl.when(text.str.contains(_EDGE_SPACE))
-                .then(pl.lit(' xml:space="preserve"'))
-                .otherwise(pl.lit(""))
-            ]
-        pieces = [
-            '<c t="inlineStr"><is><t',
-            *preserve,
-            ">",
-            _xml_text(text, needs[name]),
-            "</t></is></c>",
-        ]
+        pieces = ['<c t="inlineStr"><is>', *_text_element(text, needs[name]), "</is></c>"]
     if frame[name].null_count():
         return [pl.when(column.is_null()).then(pl.lit("<c/>")).otherwise(_joined(pieces))]
     return pieces
@@ -192,7 +245,9 @@ def _joined(pieces: list[str | pl.Expr]) -> pl.Expr:
     return pl.concat_str([pl.lit(piece) if isinstance(piece, str) else piece for piece in merged])
 
 
-def _sheet(frame: pl.DataFrame, money: tuple[str, ...], widths: dict[str, int]) -> Iterator[bytes]:
+def _sheet(
+    frame: pl.DataFrame, money: tuple[str, ...], widths: dict[str, int], shared: SharedStrings
+) -> Iterator[bytes]:
     """One worksheet's XML, in pieces, built by Polars ROWS_PER_CHUNK rows at a time (a
     national year's lines sheet is hundreds of megabytes of XML: never all of it at once).
 
@@ -212,7 +267,7 @@ def _sheet(frame: pl.DataFrame, money: tuple[str, ...], widths: dict[str, int]) 
     )
     texts = [name for name in columns if name not in money and not frame.schema[name].is_numeric()]
     needs = _text_needs(frame, texts)
-    cells = [piece for name in columns for piece in _cell(frame, name, money, needs)]
+    cells = [piece for name in columns for piece in _cell(frame, name, money, needs, shared)]
     last = f"{_column_letter(len(columns) - 1)}{frame.height + 1}"
     cols = "".join(
         f'<col min="{i + 1}" max="{i + 1}" width="{widths.get(name, 14)}" customWidth="1"/>'
@@ -289,7 +344,11 @@ def write_workbook(
             ),
         )
         book.writestr("xl/styles.xml", _STYLES)
+        shared = SharedStrings()
         for n, (_, frame, money, widths) in enumerate(sheets, start=1):
             with book.open(f"xl/worksheets/sheet{n}.xml", "w", force_zip64=True) as part:
-                for piece in _sheet(frame, money, widths):
+                for piece in _sheet(frame, money, widths, shared):
                     part.write(piece)
+        with book.open("xl/sharedStrings.xml", "w", force_zip64=True) as part:
+            for piece in shared.xml():
+                part.write(piece)
