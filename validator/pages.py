@@ -104,7 +104,7 @@ def render_job(
             open_total=job["open_totals"].get(code, 0),
             shown_total=sum(group["count"] for group in groups),
             action=[group for group in groups if group["severity"] != "warning"],
-            months=job["months"].get(code, []),
+            month_rows=Markup(job["month_rows"].get(code, "")),
             waived=job["waived"].get(code, []),
             agreements=job["agreements"],
             resolved=job["resolved"].get(code, []),
