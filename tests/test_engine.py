@@ -61,7 +61,7 @@ def test_nulls_and_floats_are_refused_at_the_boundary():
             engine.evaluate(
                 CAP, records(3).with_columns(pl.lit(None, pl.Int64).alias("monthly_maximum"))
             )
-        with pytest.raises(EngineError, match="not a signed integer or String"):
+        with pytest.raises(EngineError, match="not an integer or text"):
             engine.evaluate(CAP, records(3).with_columns(pl.col("amount_claimed") * 1.0))
 
 

@@ -141,10 +141,10 @@ class RulesEngine:
     def _check_fields(self, rule: Rule, records: pl.DataFrame) -> None:
         for name in rule.fields:
             dtype = records.schema.get(name)
-            if dtype is not None and not (dtype.is_signed_integer() or dtype == pl.String):
-                raise EngineError(
-                    f"{rule.id}: field {name} is {dtype}, not a signed integer or String"
-                )
+            if dtype is not None and not (
+                dtype.is_signed_integer() or dtype in (pl.String, pl.Categorical)
+            ):
+                raise EngineError(f"{rule.id}: field {name} is {dtype}, not an integer or text")
 
     def evaluate(self, rule: Rule, records: pl.DataFrame) -> pl.Series:
         """A boolean per record: does the rule fire on it?"""
