@@ -128,6 +128,19 @@ def test_text_cells_are_formula_safe(tmp_path):
     assert {row["pcn_code"] for row in rows} == {"'=HYPERLINK(1)"}
 
 
+def test_a_claim_file_named_like_a_formula_is_formula_safe_in_every_csv(tmp_path):
+    # The file's name is a line's source_file (held as a category, not text, in the run):
+    # it is prefixed wherever a CSV shows it, on checked lines and on their findings alike.
+    claims(tmp_path / "=SUM(1).csv", {}, {"amount_claimed": "999999.00"})
+    register(tmp_path / "p.csv")
+    completed = run_cli("run", "=SUM(1).csv", "--pcns", "p.csv", "--out", "o", cwd=tmp_path)
+    assert completed.returncode == 1, completed.stderr
+    for name in ("lines.csv", "exceptions.csv"):
+        with (tmp_path / "o" / name).open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        assert rows and {row["source_file"] for row in rows} == {"'=SUM(1).csv"}, name
+
+
 def test_reference_adds_a_years_rates_and_limits(tmp_path):
     reference = tmp_path / "reference"
     reference.mkdir()

@@ -273,14 +273,14 @@ def _checked_rows(lines: pl.DataFrame, eligible: pl.DataFrame, cost_cap: str) ->
     # The figures are aligned to the lines on their own, then set beside the lines' columns:
     # a join would copy every column of every line.
     aligned = lines.select("row_no").join(figures, on="row_no", how="left", maintain_order="left")
-    month = pl.col("month_date").dt.strftime("%Y-%m")
+    month = v.per_value(lines, "month_date", pl.col("month_date").dt.strftime("%Y-%m"))
     return pl.concat(
         [
             lines.select(
                 *_LINE_KEYS,
                 month.alias("claim_month"),
                 "wte_units",
-                _wte_text(pl.col("wte_units")).alias("wte"),
+                v.per_value(lines, "wte_units", _wte_text(pl.col("wte_units"))).alias("wte"),
                 "days_in_post",
                 "amount_claimed",
                 "amount_allowed",

@@ -57,8 +57,8 @@ def _cells(frame: pl.DataFrame, columns: list[str], money: tuple[str, ...]) -> p
         column = pl.col(name)
         if name in money:
             cells.append(money_text(column).alias(name))
-        elif frame.schema[name] == pl.String:
-            cells.append(formula_safe(column).alias(name))
+        elif frame.schema[name] in (pl.String, pl.Categorical):  # text, or text as categories
+            cells.append(formula_safe(column.cast(pl.String)).alias(name))
         else:
             cells.append(column.cast(pl.String).alias(name))
     return frame.select(cells)

@@ -114,6 +114,16 @@ def yyyymm(date: pl.Expr) -> pl.Expr:
     return date.dt.year().cast(pl.Int32) * 100 + date.dt.month().cast(pl.Int32)
 
 
+def per_value(frame: pl.DataFrame, column: str, text: pl.Expr) -> pl.Expr:
+    """`text` (an expression of `column` alone) for each row of `frame`, worked out once per
+    distinct value of the column and looked up: a national year's lines hold 14 claim
+    months and 4 WTEs in 444,654 rows. Null where the column is."""
+    distinct = frame.select(pl.col(column).unique().drop_nulls())
+    return pl.col(column).replace_strict(
+        distinct[column], distinct.select(text)[column], default=None, return_dtype=pl.String
+    )
+
+
 def round_half_up_div(numerator: pl.Expr, denominator: pl.Expr | int) -> pl.Expr:
     """numerator / denominator rounded half-up, for non-negative integers."""
     return (numerator * 2 + denominator) // (denominator * 2)
