@@ -219,17 +219,21 @@ def _json_rows(frame: pl.DataFrame, money: tuple[str, ...], handle: BinaryIO) ->
     """The frame as a JSON array of row objects (Polars' own serialisation, in column order),
     money as pounds text, written a slice at a time.
 
-    Each slice is written as NDJSON, whose rows are the array's rows with a line end after
-    each, and the line ends become the commas between them: a line end inside a value is
-    escaped in JSON, so every raw one is a row's end. (Polars writes NDJSON in well under half
-    the time it takes to write the same rows as an array.)"""
+    Each row is encoded by Polars (`struct.json_encode`, the bytes its NDJSON writer gives)
+    and the slice written out as a one-column CSV with nothing quoted and a comma after each
+    row: the array's rows and their commas, in Polars' UTF-8 as it is. (The same rows as
+    NDJSON with each line end replaced by a comma took 40% longer: the replacing alone was a
+    sixth of a second on a national year's lines.)"""
     handle.write(b"[")
     for offset in range(0, frame.height, JSON_ROWS_PER_SLICE):
-        rows = io.BytesIO()  # Polars' UTF-8 as it is: never decoded to text and back
-        _money_cells(frame.slice(offset, JSON_ROWS_PER_SLICE), money).write_ndjson(rows)
+        rows = io.BytesIO()
+        _money_cells(frame.slice(offset, JSON_ROWS_PER_SLICE), money).select(
+            pl.struct(pl.all()).struct.json_encode()
+        ).write_csv(rows, include_header=False, quote_style="never", line_terminator=",")
         if offset:
             handle.write(b",")
-        handle.write(rows.getvalue()[:-1].replace(b"\n", b","))
+        with rows.getbuffer() as written:
+            handle.write(written[:-1])  # (the slice's last row has no comma after it)
     handle.write(b"]")
 
 
