@@ -153,8 +153,12 @@ def training_records(lines: pl.DataFrame, where: pl.Expr, reference: Reference) 
         .unique()
     )  # an accepted value listed twice is one
     value = pl.lit(None, dtype=pl.String)
-    for name in CONDITION_COLUMNS:
-        value = pl.when(pl.col("condition_column") == name).then(pl.col(name)).otherwise(value)
+    for name in CONDITION_COLUMNS:  # (choices, held as categories: compared as text)
+        value = (
+            pl.when(pl.col("condition_column") == name)
+            .then(pl.col(name).cast(pl.String))
+            .otherwise(value)
+        )
     # Lazy, so the joins carry only the columns the records keep; the lines come in row
     # order and each line's conditions in training.csv's order, so nothing is sorted.
     return (

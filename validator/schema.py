@@ -305,19 +305,29 @@ def _capped(failures: pl.DataFrame) -> pl.DataFrame:
 def _typed(checked: pl.DataFrame) -> pl.DataFrame:
     """Typed values of rows that passed the schema: pence, WTE units, dates, canonical codes."""
     values = [name for name in CLAIM_COLUMNS if name not in ("wte", "hours_per_week")]
-    return checked.select(
-        "row_no",
-        # A file's name on each of its lines: 4 bytes a line as a category, not the text.
-        pl.col("source_file").cast(pl.Categorical),
-        "source_line",
-        *(_value(name).alias(name) for name in values),
-        pl.coalesce(_value("wte"), _value("hours_per_week")).alias("wte_units"),
-    ).with_columns(
-        pl.col("subcontract_fee").fill_null(0),
-        pl.col("training_status").fill_null("not_started"),
-        pl.col("rotational_model").fill_null("N"),
-        pl.col("afc_band").fill_null("").str.to_lowercase(),
-        pl.col("staff_name").fill_null(""),
+    return (
+        checked.select(
+            "row_no",
+            # A file's name on each of its lines: 4 bytes a line as a category, not the text.
+            pl.col("source_file").cast(pl.Categorical),
+            "source_line",
+            *(_value(name).alias(name) for name in values),
+            pl.coalesce(_value("wte"), _value("hours_per_week")).alias("wte_units"),
+        )
+        .with_columns(
+            pl.col("subcontract_fee").fill_null(0),
+            pl.col("training_status").fill_null("not_started"),
+            pl.col("rotational_model").fill_null("N"),
+            pl.col("afc_band").fill_null("").str.to_lowercase(),
+            pl.col("staff_name").fill_null(""),
+        )
+        .with_columns(
+            # The choices (Y/N, the employment models, training statuses) as categories: a byte
+            # or two of text each, but 16 bytes a line as text (Polars' string views).
+            pl.col(name).cast(pl.Categorical)
+            for name, spec in CLAIM_COLUMNS.items()
+            if spec["kind"] == "choice"
+        )
     )
 
 
