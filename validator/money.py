@@ -286,7 +286,8 @@ def _checked_rows(lines: pl.DataFrame, eligible: pl.DataFrame, cost_cap: str) ->
                 "amount_allowed",
                 month.alias("payment_month"),
                 pl.lit(False).alias("schema_rejected"),
-            ).with_columns(pl.col("role").cast(pl.Categorical)),  # 4 bytes a line, not text
+                # Text of a few values (roles, months, WTEs) as categories: 4 bytes a line, not 16+.
+            ).with_columns(pl.col("role", "claim_month", "wte").cast(pl.Categorical)),
             aligned.drop("row_no"),
         ],
         how="horizontal",
@@ -468,6 +469,7 @@ def ledger(
         .when(pl.col("amount_allowed") < pl.col("amount_claimed"))
         .then(pl.lit("reduced"))
         .otherwise(pl.lit("paid"))
+        .cast(pl.Categorical)
         .alias("outcome"),
     )
     finding_month = (
