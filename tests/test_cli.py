@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
+import fastexcel
 import pytest
 
 from tests.helpers import PROJECT, agreements, claims, register, run_cli
@@ -126,6 +127,10 @@ def test_text_cells_are_formula_safe(tmp_path):
     assert completed.returncode == 1
     rows = read_exceptions(tmp_path / "out")
     assert {row["pcn_code"] for row in rows} == {"'=HYPERLINK(1)"}
+    # The workbook's text cells too (a cell stored as text, re-saved as CSV, would run).
+    book = fastexcel.read_excel(tmp_path / "out" / "exceptions.xlsx")
+    cells = book.load_sheet("findings", dtypes="string").to_polars()
+    assert set(cells["pcn_code"]) == {"'=HYPERLINK(1)"}
 
 
 def test_a_claim_file_named_like_a_formula_is_formula_safe_in_every_csv(tmp_path):
@@ -139,6 +144,10 @@ def test_a_claim_file_named_like_a_formula_is_formula_safe_in_every_csv(tmp_path
         with (tmp_path / "o" / name).open(newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))
         assert rows and {row["source_file"] for row in rows} == {"'=SUM(1).csv"}, name
+    book = fastexcel.read_excel(tmp_path / "o" / "exceptions.xlsx")
+    for sheet in ("lines", "findings"):
+        cells = book.load_sheet(sheet, dtypes="string").to_polars()
+        assert set(cells["source_file"]) == {"'=SUM(1).csv"}, sheet
 
 
 def test_reference_adds_a_years_rates_and_limits(tmp_path):

@@ -98,6 +98,7 @@ def test_repeated_texts_are_shared_and_read_back_as_written(monkeypatch, tmp_pat
     frame = pl.DataFrame(
         {
             "repeated": texts * 30,
+            "again": texts[::-1] * 30,  # the same texts in another column: stored once
             "distinct": [f"line {n}" for n in range(len(texts) * 30)],
         }
     )
@@ -110,12 +111,26 @@ def test_repeated_texts_are_shared_and_read_back_as_written(monkeypatch, tmp_pat
         sheet = book.read("xl/worksheets/sheet1.xml").decode()
         strings = book.read("xl/sharedStrings.xml").decode()
     assert '<c t="s">' in sheet and "line 7" in sheet and "line 7" not in strings
-    assert strings.count("<si>") == len(texts) - 1  # each distinct text once (not the blank)
+    # Each distinct text once in the workbook (the blank is a null cell, not a text).
+    assert strings.count("<si>") == len(texts) - 1 and 'uniqueCount="5"' in strings
     shared, inline = (
         fastexcel.read_excel(books[label]).load_sheet("sheet").to_polars() for label in books
     )
     assert shared.equals(inline)
+    assert shared["again"].to_list() == shared["repeated"].to_list()[len(texts) - 1 :: -1] * 30
     read = shared["repeated"].cast(pl.String).to_list()
     assert read[:3] == [" lead", "a & <b>", "badchar"]
     assert read[3].startswith("x" * 100) and len(read[3]) <= xlsx.EXCEL_CELL_CHARACTERS
     assert read[4] is None
+
+
+def test_texts_that_show_the_same_once_formula_safe_share_one_string(tmp_path):
+    # `=1` shows as `'=1`, which is also a text of its own: one shared string, both cells.
+    frame = pl.DataFrame({"text": ["=1", "'=1", "-2", "plain"] * 30})
+    path = tmp_path / "book.xlsx"
+    xlsx.write_workbook(path, [("sheet", frame, (), {})])
+    with zipfile.ZipFile(path) as book:
+        strings = book.read("xl/sharedStrings.xml").decode()
+    assert strings.count("<si>") == 3
+    read = fastexcel.read_excel(path).load_sheet("sheet").to_polars()["text"].to_list()
+    assert read[:4] == ["'=1", "'=1", "'-2", "plain"]

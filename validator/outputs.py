@@ -29,13 +29,9 @@ from validator.money import (
     SUMMARY_COLUMNS,
 )
 from validator.pipeline import FINDING_COLUMNS, OPEN_FINDING, RunResult
+from validator.xlsx import formula_safe
 
 _MONEY_FINDING = ("amount_claimed", "amount_allowed", "amount_at_risk")
-
-
-def formula_safe(text: pl.Expr) -> pl.Expr:
-    """Prefix text a spreadsheet would run as a formula with `'` (README "Outputs")."""
-    return pl.when(text.str.contains(r"^[=+\-@\t\r]")).then("'" + text).otherwise(text)
 
 
 def money_text(pence: pl.Expr) -> pl.Expr:

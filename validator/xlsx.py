@@ -89,6 +89,16 @@ EXCEL_CELL_CHARACTERS = 32_767
 _CUT_AT = EXCEL_CELL_CHARACTERS - 100
 
 
+def formula_safe(text: pl.Expr) -> pl.Expr:
+    """Text a spreadsheet would run as a formula (beginning `=`, `+`, `-`, `@`, a tab or a
+    carriage return) prefixed with `'`: in every CSV file and in the workbook (README,
+    Outputs)."""
+    return pl.when(text.str.contains(_FORMULA_START)).then("'" + text).otherwise(text)
+
+
+_FORMULA_START = r"^[=+\-@\t\r]"
+
+
 _FORBIDDEN = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x{FFFE}\x{FFFF}]"
 _EDGE_SPACE = r"^\s|\s$"
 
@@ -119,10 +129,11 @@ def _xml_text(expr: pl.Expr, needs: dict[str, bool] | None = None) -> pl.Expr:
 
 
 def _text_needs(frame: pl.DataFrame, names: list[str]) -> dict[str, dict[str, bool]]:
-    """For each text column: whether any cell has a character XML forbids, is past Excel's
-    cell limit (counted in bytes, which are never fewer than characters), has a character
-    to escape, or has a space at an edge. Each distinct text is looked at once (a national
-    year's lines repeat a few hundred file names, roles and rules half a million times)."""
+    """For each text column: whether any cell begins like a formula, and whether any cell,
+    once formula-safe, has a character XML forbids, is past Excel's cell limit (counted in
+    bytes, which are never fewer than characters), has a character to escape, or has a
+    space at an edge. Each distinct text is looked at once (a national year's lines repeat
+    a few hundred file names, roles and rules half a million times)."""
     checks = {
         "forbidden": lambda text: text.str.contains(_FORBIDDEN),
         "long": lambda text: text.str.len_bytes() > EXCEL_CELL_CHARACTERS,
@@ -132,10 +143,11 @@ def _text_needs(frame: pl.DataFrame, names: list[str]) -> dict[str, dict[str, bo
     needs = {}
     for name in names:
         distinct = frame.select(pl.col(name).cast(pl.String).unique())
-        found = distinct.select(
-            check(pl.col(name)).any().alias(step) for step, check in checks.items()
-        ).row(0, named=True)
-        needs[name] = {step: bool(found[step]) for step in checks}
+        found = distinct.with_columns(formula_safe(pl.col(name)).alias("shown")).select(
+            pl.col(name).str.contains(_FORMULA_START).any().alias("formula"),
+            *(check(pl.col("shown")).any().alias(step) for step, check in checks.items()),
+        )
+        needs[name] = {step: bool(value) for step, value in found.row(0, named=True).items()}
     return needs
 
 
@@ -175,32 +187,42 @@ SHARED_FROM_CELLS_PER_TEXT = 20
 
 class SharedStrings:
     """The workbook's shared strings (xl/sharedStrings.xml): the distinct texts of the
-    columns that repeat, each written once, which their cells refer to by number. A national
-    year's lines sheet is then 169 MB of XML instead of 240 MB, and quicker to compress."""
+    columns that repeat, each written once in the workbook (whichever columns and sheets
+    hold it), which their cells refer to by number. A national year's lines sheet is then
+    169 MB of XML instead of 240 MB, and quicker to compress."""
 
     def __init__(self) -> None:
-        self.count = 0
+        self.known = pl.DataFrame(schema={"text": pl.String, "number": pl.String})
         self.items: list[bytes] = []
+
+    @property
+    def count(self) -> int:
+        return self.known.height
 
     def numbers(self, frame: pl.DataFrame, name: str, needs: dict[str, bool]) -> pl.Expr | None:
         """The number in the table of each cell's text of column `name` (null where the
-        cell is), its distinct texts added to the table; None if its texts do not repeat."""
-        distinct = frame.select(pl.col(name).cast(pl.String).unique(maintain_order=True))
-        distinct = distinct.drop_nulls()
-        if distinct.height * SHARED_FROM_CELLS_PER_TEXT > frame.height:
+        cell is), its texts not yet in the table added to it; None if its texts do not
+        repeat."""
+        cells = frame.select(pl.col(name).cast(pl.String).alias("cell"))
+        cells = cells.unique(maintain_order=True).drop_nulls()
+        if cells.height * SHARED_FROM_CELLS_PER_TEXT > frame.height:
             return None
-        text = pl.col(name)
+        # A cell shows its text formula-safe; two texts may show the same (`=1`, `'=1`).
+        cells = cells.with_columns(formula_safe(pl.col("cell")).alias("text"))
+        new = cells.select("text").unique(maintain_order=True)
+        new = new.filter(~pl.col("text").is_in(self.known["text"].implode()))
         items = io.BytesIO()
-        distinct.select(_joined(["<si>", *_text_element(text, needs), "</si>"])).write_csv(
+        new.select(_joined(["<si>", *_text_element(pl.col("text"), needs), "</si>"])).write_csv(
             items, include_header=False, quote_style="never", line_terminator=""
         )
         self.items.append(items.getvalue())
-        numbers = pl.int_range(self.count, self.count + distinct.height, eager=True)
-        self.count += distinct.height
+        numbers = pl.int_range(self.count, self.count + new.height, eager=True)
+        self.known = pl.concat([self.known, new.with_columns(number=numbers.cast(pl.String))])
+        mapping = cells.join(self.known, on="text", how="left", maintain_order="left")
         return (
             pl.col(name)
             .cast(pl.String)
-            .replace_strict(distinct[name], numbers.cast(pl.String), default=None)
+            .replace_strict(mapping["cell"], mapping["number"], default=None)
         )
 
     def xml(self) -> Iterator[bytes]:
@@ -227,6 +249,8 @@ def _cell(
         pieces = ['<c t="s"><v>', number, "</v></c>"]
     else:
         text = column.cast(pl.String)
+        if needs[name]["formula"]:  # (a step no cell needs is left out, as in _xml_text)
+            text = formula_safe(text)
         pieces = ['<c t="inlineStr"><is>', *_text_element(text, needs[name]), "</is></c>"]
     if frame[name].null_count():
         return [pl.when(column.is_null()).then(pl.lit("<c/>")).otherwise(_joined(pieces))]
