@@ -53,11 +53,19 @@ def _cells(frame: pl.DataFrame, columns: list[str], money: tuple[str, ...]) -> p
         column = pl.col(name)
         if name in money:
             cells.append(money_text(column).alias(name))
+        elif frame.schema[name] == pl.Categorical and not _any_formula(frame, name):
+            cells.append(column)  # written as its text: no text of it begins like a formula
         elif frame.schema[name] in (pl.String, pl.Categorical):  # text, or text as categories
             cells.append(formula_safe(column.cast(pl.String)).alias(name))
         else:
             cells.append(column.cast(pl.String).alias(name))
     return frame.select(cells)
+
+
+def _any_formula(frame: pl.DataFrame, name: str) -> bool:
+    """Whether any of the distinct texts of column `name` begins like a formula."""
+    texts = frame.select(pl.col(name).unique().cast(pl.String))
+    return bool(texts.select(pl.col(name).str.contains(xlsx.FORMULA_START).any()).item())
 
 
 CSV_ROWS_PER_SLICE = 100_000  # rows formatted at a time: a million lines' cells never whole

@@ -93,10 +93,10 @@ def formula_safe(text: pl.Expr) -> pl.Expr:
     """Text a spreadsheet would run as a formula (beginning `=`, `+`, `-`, `@`, a tab or a
     carriage return) prefixed with `'`: in every CSV file and in the workbook (README,
     Outputs)."""
-    return pl.when(text.str.contains(_FORMULA_START)).then("'" + text).otherwise(text)
+    return pl.when(text.str.contains(FORMULA_START)).then("'" + text).otherwise(text)
 
 
-_FORMULA_START = r"^[=+\-@\t\r]"
+FORMULA_START = r"^[=+\-@\t\r]"
 
 
 _FORBIDDEN = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x{FFFE}\x{FFFF}]"
@@ -142,9 +142,9 @@ def _text_needs(frame: pl.DataFrame, names: list[str]) -> dict[str, dict[str, bo
     }
     needs = {}
     for name in names:
-        distinct = frame.select(pl.col(name).cast(pl.String).unique())
+        distinct = frame.select(pl.col(name).unique().cast(pl.String))  # (categories: codes)
         found = distinct.with_columns(formula_safe(pl.col(name)).alias("shown")).select(
-            pl.col(name).str.contains(_FORMULA_START).any().alias("formula"),
+            pl.col(name).str.contains(FORMULA_START).any().alias("formula"),
             *(check(pl.col("shown")).any().alias(step) for step, check in checks.items()),
         )
         needs[name] = {step: bool(value) for step, value in found.row(0, named=True).items()}
@@ -203,10 +203,13 @@ class SharedStrings:
         """The number in the table of each cell's text of column `name` (null where the
         cell is), its texts not yet in the table added to it; None if its texts do not
         repeat."""
-        cells = frame.select(pl.col(name).cast(pl.String).alias("cell"))
-        cells = cells.unique(maintain_order=True).drop_nulls()
+        cells = frame.select(pl.col(name).unique(maintain_order=True).drop_nulls())
         if cells.height * SHARED_FROM_CELLS_PER_TEXT > frame.height:
             return None
+        # A category's cells are looked up by its code, never turned into text row by row.
+        categorical = frame.schema[name] == pl.Categorical
+        key = pl.col(name).to_physical() if categorical else pl.col(name).cast(pl.String)
+        cells = cells.select(key.alias("key"), pl.col(name).cast(pl.String).alias("cell"))
         # A cell shows its text formula-safe; two texts may show the same (`=1`, `'=1`).
         cells = cells.with_columns(formula_safe(pl.col("cell")).alias("text"))
         new = cells.select("text").unique(maintain_order=True)
@@ -219,11 +222,7 @@ class SharedStrings:
         numbers = pl.int_range(self.count, self.count + new.height, eager=True)
         self.known = pl.concat([self.known, new.with_columns(number=numbers.cast(pl.String))])
         mapping = cells.join(self.known, on="text", how="left", maintain_order="left")
-        return (
-            pl.col(name)
-            .cast(pl.String)
-            .replace_strict(mapping["cell"], mapping["number"], default=None)
-        )
+        return key.replace_strict(mapping["key"], mapping["number"], default=None)
 
     def xml(self) -> Iterator[bytes]:
         yield _SHARED_STRINGS.format(count=self.count).encode()
