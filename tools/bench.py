@@ -247,6 +247,7 @@ def paired(run: list[str], claims: Path, runs: int, memory: bool = False) -> dic
             for phase in PHASES
         },
         "peak_rss_mb": round(max(peaks)),
+        "peak_rss_mb_each_run": [round(peak) for peak in peaks],
         "peak_rss_with_page_renderer_mb": round(max(trees)),
     }
 
@@ -475,7 +476,8 @@ def main() -> None:
             f"{name:8s} {figures['lines']:>9,} lines  {figures['run_seconds_median']:6.2f} s "
             f"(median of {runs}; {figures['run_seconds_all']})  Polars read "
             f"{figures['polars_read_seconds_median']:.2f} s  x{figures['ratio']}  "
-            f"peak {figures['peak_rss_mb']:,} MB (with the page renderer "
+            f"peak {figures['peak_rss_mb']:,} MB (runs {figures['peak_rss_mb_each_run']}; "
+            f"with the page renderer "
             f"{figures['peak_rss_with_page_renderer_mb']:,} MB)  "
             f"index {figures['index_html_kb']} KB"
             f"\n          {phases}",
