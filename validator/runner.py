@@ -555,9 +555,16 @@ class OutputRun:
                 self.event("phase", name="report")
                 self.staging = staging = Staging(self.out)
                 with result.timings("report"):
-                    # A child process renders the pages while this one builds the data files.
-                    start_pages(result, self.started, self.run_id, staging.folder, rendering)
-                    data = data_files(result, self.run_id, staging.folder)
+                    # A child process renders the pages while this one builds the data files
+                    # (the pages' data is made once the workbook's thread has begun).
+                    data = data_files(
+                        result,
+                        self.run_id,
+                        staging.folder,
+                        lambda: start_pages(
+                            result, self.started, self.run_id, staging.folder, rendering
+                        ),
+                    )
                     rendering.wait()
                 self.event("phase", name="outputs")
                 with result.timings("outputs"):
