@@ -270,18 +270,19 @@ def _with_messages(
 
 
 def _columns_read(
-    catalogue: Catalogue, rule_ids: list[str], fields: dict[str, _Field], names: list[str]
+    catalogue: Catalogue, found: pl.DataFrame, sources: list[pl.DataFrame]
 ) -> set[str]:
-    """The columns, of `names`, that the messages of `rule_ids` read: a finding needs only
-    these of its line's many columns (hundreds of thousands of findings each joined with
-    every column of its line would be the run's largest frame)."""
-    columns = _Columns(names)
+    """The columns, of those `sources` hold, that the messages of the line findings `found`
+    read: a finding needs only these of its line's many columns (hundreds of thousands of
+    findings each joined with every column of its line would be the run's largest frame)."""
+    rule_ids = set(found["rule_id"].unique().to_list())
+    columns = _Columns([name for source in sources for name in source.columns])
     read: set[str] = set()
     for rule in catalogue.rules:
         if rule.id in rule_ids:
             for _, name, _, _ in string.Formatter().parse(rule.message):
-                if name is not None and name in fields:
-                    read.update(fields[name](columns).meta.root_names())
+                if name is not None and name in _LINE_FIELDS:
+                    read.update(_LINE_FIELDS[name](columns).meta.root_names())
     return read
 
 
@@ -296,9 +297,7 @@ def line_details(
     line). Taken once the rules are done, so that the run need not keep these columns for
     every line only to word the findings of a few."""
     found = line_found if line_found is not None else pl.DataFrame(schema=_NO_FINDINGS)
-    names = [name for source in sources for name in source.columns]
-    wanted = _columns_read(catalogue, found["rule_id"].unique().to_list(), _LINE_FIELDS, names)
-    wanted -= kept | {"row_no"}
+    wanted = _columns_read(catalogue, found, sources) - (kept | {"row_no"})
     return _with_first_of(found.select("row_no").unique(maintain_order=True), sources, wanted)
 
 
@@ -468,12 +467,7 @@ def finalise(
         companions = _companions(catalogue, line_found, lines)
         found = line_found.drop("pcn_code", "staff_id", "role", "month_date")
         sources = [lines, line_details, eligible, companions]
-        read = _columns_read(
-            catalogue,
-            found["rule_id"].unique().to_list(),
-            _LINE_FIELDS,
-            [name for source in sources for name in source.columns],
-        )
+        read = _columns_read(catalogue, found, sources)
         # Each column a finding shows or its message reads, from the first source with it.
         wanted = {"month_date", *LINE_COLUMNS_SHOWN, *read} - set(found.columns)
         detail = _with_first_of(found, sources, wanted, first="inner")

@@ -278,16 +278,19 @@ def _checked_rows(lines: pl.DataFrame, eligible: pl.DataFrame, cost_cap: str) ->
         [
             lines.select(
                 *_LINE_KEYS,
-                month.alias("claim_month"),
+                month.alias("payment_month"),
                 "wte_units",
                 v.per_value(lines, "wte_units", _wte_text(pl.col("wte_units"))).alias("wte"),
                 "days_in_post",
                 "amount_claimed",
                 "amount_allowed",
-                month.alias("payment_month"),
                 pl.lit(False).alias("schema_rejected"),
-                # Text of a few values (roles, months, WTEs) as categories: 4 bytes a line, not 16+.
-            ).with_columns(pl.col("role", "claim_month", "wte").cast(pl.Categorical)),
+            ).with_columns(
+                # The month's text once; as lines.csv's claim_month, like the role and the WTE,
+                # a category (4 bytes a line, not 16+); the payment month stays text (joined).
+                pl.col("payment_month").cast(pl.Categorical).alias("claim_month"),
+                pl.col("role", "wte").cast(pl.Categorical),
+            ),
             aligned.drop("row_no"),
         ],
         how="horizontal",
