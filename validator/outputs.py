@@ -159,23 +159,14 @@ def manifest(result: RunResult, started: dt.datetime, finished: dt.datetime, exi
     }
 
 
-def write_files(folder: Path, files: dict[str, bytes | str]) -> None:
-    """Write `files` (relative path -> content) into `folder`."""
-    for name, content in sorted(files.items()):
-        path = folder / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
-
-
 def data_files(
     result: RunResult, run_id: str, folder: Path, meanwhile: Callable[[], None] = lambda: None
-) -> dict[str, bytes | str]:
+) -> None:
     """Write the findings as data into `folder`: exceptions.csv, summary.csv, payments.csv,
     lines.csv, exceptions.json, exceptions.xlsx (the CLI builds them while child processes
     render the pages). Each is written to its file as it is built, a slice at a time where
     it is long: a national year's are 300 MB of text, and held whole, twice over (as text
-    and as its bytes), they were most of a run's peak memory. Returns nothing left to
-    write (the files are on disk).
+    and as its bytes), they were most of a run's peak memory.
 
     The workbook, the longest to build, is written by a second thread while this one does
     `meanwhile` (the runner: the pages' data, sent to the page renderer) and then writes the
@@ -191,27 +182,17 @@ def data_files(
         with (folder / "exceptions.json").open("wb") as handle:
             write_exceptions_json(result, run_id, handle)
         workbook.result()
-    return {}
 
 
 def write_outputs(
-    result: RunResult,
-    folder: Path,
-    started: dt.datetime,
-    exit_code: int,
-    run_id: str,
-    data: dict[str, bytes | str],
+    result: RunResult, folder: Path, started: dt.datetime, exit_code: int, run_id: str
 ) -> None:
-    """Write `data` (data_files) and the manifest into the staging `folder` (which holds the
-    pages already)."""
+    """Write the manifest into the staging `folder`, which holds every other output by then
+    (data_files, and the pages): it is written last, when the run's finish is known."""
     finished = dt.datetime.now(dt.UTC)
     document = manifest(result, started, finished, exit_code)
     document["run_id"] = run_id
-    files: dict[str, bytes | str] = {
-        **data,
-        "manifest.json": json.dumps(document, indent=2) + "\n",
-    }
-    write_files(folder, files)
+    (folder / "manifest.json").write_bytes((json.dumps(document, indent=2) + "\n").encode())
 
 
 JSON_FORMAT = "arrs-validate exceptions"

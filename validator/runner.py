@@ -557,7 +557,7 @@ class OutputRun:
                 with result.timings("report"):
                     # A child process renders the pages while this one builds the data files
                     # (the pages' data is made once the workbook's thread has begun).
-                    data = data_files(
+                    data_files(
                         result,
                         self.run_id,
                         staging.folder,
@@ -568,9 +568,7 @@ class OutputRun:
                     rendering.wait()
                 self.event("phase", name="outputs")
                 with result.timings("outputs"):
-                    write_outputs(
-                        result, staging.folder, self.started, exit_code, self.run_id, data
-                    )
+                    write_outputs(result, staging.folder, self.started, exit_code, self.run_id)
                     self._clearing.join()  # nothing from an earlier run is removed after this
                     check_output_folder(self.out, self.inputs)  # nothing put there meanwhile
                     staging.publish()
