@@ -128,3 +128,22 @@ def test_budget_excess_is_counted_once_per_month(tmp_path):
     # 4,400 a month: 8,800 by May (under), 13,200 by June: June's excess 3,200.00
     assert budget.select("claim_month", "amount_at_risk").rows() == [("2021-06", 320000)]
     assert result.summary["at_risk"].to_list() == [320000]
+
+
+def test_a_budget_finding_claims_what_its_month_claims_with_rejected_rows(tmp_path):
+    # June also holds a row the schema rejects (no staff ID): its claim is the month's too.
+    lines = [{"claim_month": m} for m in ("2021-04", "2021-05", "2021-06")]
+    lines.append({"claim_month": "2021-06", "staff_id": ""})
+    result = run_case(tmp_path, lines, [{"arrs_sum": "10000.00"}])
+    budget = result.findings.filter(result.findings["rule_id"] == "BUD-01").row(0, named=True)
+    june = result.payments.filter(result.payments["claim_month"] == "2021-06").row(0, named=True)
+    assert june["claimed"] == 880000  # the checked line and the rejected row, 4,400 each
+    assert (
+        (budget["amount_claimed"], budget["amount_allowed"], budget["amount_at_risk"])
+        == (
+            june["claimed"],
+            june["payable"],
+            june["budget_excess"],
+        )
+        == (880000, 120000, 320000)
+    )

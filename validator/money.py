@@ -507,6 +507,20 @@ def ledger(
         # `unknown` sorts after every YYYY-MM month.
         .sort("pcn_code", "claim_month")
     )
+    # A PCN-level finding's claimed: its month's claim as payments.csv shows it, the rows the
+    # schema rejected in that month included (their claims count, and are withheld whole).
+    month_claimed = attributed.select("pcn_code", "claim_month").join(
+        payments.select("pcn_code", "claim_month", "claimed"),
+        on=["pcn_code", "claim_month"],
+        how="left",
+        maintain_order="left",
+    )["claimed"]
+    attributed = attributed.with_columns(
+        pl.when(pcn_level)
+        .then(pl.coalesce(pl.lit(month_claimed), "amount_claimed"))
+        .otherwise(pl.col("amount_claimed"))
+        .alias("amount_claimed")
+    )
     summary = _summary(payments, attributed, lines, register, review, names)
     return Ledger(
         findings=attributed.drop("order"),
