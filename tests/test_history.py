@@ -54,6 +54,8 @@ def test_the_full_year_forecast_persists_from_one_review_month_to_the_next(tmp_p
     assert sorted(findings["change"].to_list()) == ["new", "persisting"]
     resolved = pl.read_excel(book, sheet_name="resolved", engine="calamine")
     assert resolved.select("rule_id", "claim_month").rows() == [("ELG-03", "2021-09")]
+    # Its line number and money as numbers, like the findings sheet's (not the CSV's text).
+    assert resolved.select("source_line", "amount_at_risk").rows() == [(8, 4400.0)]
     run = pl.read_excel(book, sheet_name="run", engine="calamine")
     facts = {(section, item): value for section, item, value in run.iter_rows()}
     assert facts["run", "review month"] == "2021-10"

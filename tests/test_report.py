@@ -270,6 +270,8 @@ def test_previous_run_marks_new_persisting_and_resolved(tmp_path):
         tmp_path / "may" / "claims.csv",
         {"claim_month": "2021-05", "amount_claimed": "5000.00"},
         {"claim_month": "2021-05", "staff_id": "S2", "training_status": "not_started"},
+        # A fee on a line whose cost never includes one: a warning (SPL-02), gone in June.
+        {"claim_month": "2021-05", "staff_id": "S4", "subcontract_fee": "100.00"},
     )
     first = run_cli("run", str(may), "--pcns", str(pcns), "--out", str(tmp_path / "run1"))
     assert first.returncode == 1
@@ -295,9 +297,21 @@ def test_previous_run_marks_new_persisting_and_resolved(tmp_path):
     document = json.loads((tmp_path / "run2" / "exceptions.json").read_text())
     changes = sorted((f["rule_id"], f["change"]) for f in document["findings"])
     assert changes == [("CAP-01", "persisting"), ("CST-01", "persisting"), ("ELG-03", "new")]
-    assert [(f["rule_id"], f["staff_id"]) for f in document["resolved"]] == [("TRN-01", "S2")]
+    resolved = [(f["rule_id"], f["staff_id"]) for f in document["resolved"]]
+    assert resolved == [("TRN-01", "S2"), ("SPL-02", "S4")]
+    schema = json.loads((PROJECT / "schemas" / "exceptions.schema.json").read_text())
+    resolved_keys = schema["properties"]["resolved"]["items"]["required"]
+    assert all(set(row) == set(resolved_keys) for row in document["resolved"])
+    # The schedule's Resolved column counts open reject, adjust and query findings, as its
+    # caption says (and as New and Persisting do); the page lists every finding resolved.
+    index = (tmp_path / "run2" / "index.html").read_text()
+    schedule = index[index.index('id="schedule-table"') : index.index("</table>")]
+    row = schedule[schedule.index("U10001") :]
+    cells = re.findall(r"<td>([^<]*)</td>", row[: row.index("</tr>")])
+    assert cells[-3:] == ["1", "2", "1"]  # new (ELG-03), persisting (CAP-01, CST-01), resolved
     page = (tmp_path / "run2" / "pcn" / "U10001.html").read_text()
-    assert "Resolved since the previous run (1)" in page
+    assert "Resolved since the previous run (2)" in page
+    assert "Of these, 1 was an open reject, adjust or query finding" in page
 
 
 def test_pages_are_the_same_when_no_renderer_process_can_start(tmp_path, monkeypatch):

@@ -21,6 +21,7 @@ from typing import BinaryIO
 import polars as pl
 
 from validator import __version__, history, xlsx
+from validator import values as v
 from validator.money import (
     LINE_COLUMNS,
     MONEY_LINES,
@@ -300,14 +301,13 @@ def exceptions_xlsx(result: RunResult, path: Path) -> None:
     history_columns = ["fingerprint", "change"] if result.resolved is not None else []
     resolved = []
     if result.resolved is not None:
-        resolved = [
-            (
-                "resolved",
-                result.resolved.select("fingerprint", *history.PREVIOUS_COLUMNS),
-                (),
-                {"message": 90, "source_file": 30},
-            )
-        ]
+        # The previous run's findings as its exceptions.csv gave them (text): its line
+        # numbers as numbers and its money as money, like the findings sheet's.
+        previous = result.resolved.select("fingerprint", *history.PREVIOUS_COLUMNS).with_columns(
+            pl.col("source_line").cast(pl.Int64, strict=False),
+            v.money_pence("amount_at_risk").alias("amount_at_risk"),
+        )
+        resolved = [("resolved", previous, ("amount_at_risk",), {"message": 90, "source_file": 30})]
     xlsx.write_workbook(
         path,
         [

@@ -60,7 +60,9 @@ def _pcn_rows(result: RunResult) -> list[dict]:
         for row in result.payments.filter(pl.col("claim_month") == review).to_dicts()
     }
     changes: dict[tuple[str, str], int] = {}
+    resolved_all: dict[str, int] = {}  # every finding resolved, warnings and waived included
     if result.resolved is not None:
+        resolved_all = dict(result.resolved.group_by("pcn_code").len().iter_rows())
         changes = {
             (code, change): count
             for code, change, count in result.findings.filter(OPEN_FINDING)
@@ -68,7 +70,10 @@ def _pcn_rows(result: RunResult) -> list[dict]:
             .len()
             .iter_rows()
         }
-        for code, count in result.resolved.group_by("pcn_code").len().iter_rows():
+        # Resolved as the others are counted: the previous run's open findings (reject,
+        # adjust, query) no longer found; a warning that went is not one.
+        resolved = result.resolved.filter(OPEN_FINDING).group_by("pcn_code").len()
+        for code, count in resolved.iter_rows():
             changes[code, "resolved"] = count
     open_counts = dict(result.findings.filter(OPEN_FINDING).group_by("pcn_code").len().iter_rows())
     rows = summary.to_dicts()
@@ -83,6 +88,7 @@ def _pcn_rows(result: RunResult) -> list[dict]:
         row["changes"] = {
             change: changes.get((code, change), 0) for change in ("new", "persisting", "resolved")
         }
+        row["resolved_all"] = resolved_all.get(code, 0)
     return rows
 
 
@@ -347,9 +353,6 @@ def _index_job(result: RunResult, context: dict, pcns: list[dict], by_rule: list
         change: sum(row["changes"][change] for row in pcns)
         for change in ("new", "persisting", "resolved")
     }
-    resolved_counts: dict[str, int] = {}
-    if result.resolved is not None:
-        resolved_counts = dict(result.resolved.group_by("pcn_code").len().iter_rows())
     return {
         **context,
         "root": "",
@@ -371,5 +374,4 @@ def _index_job(result: RunResult, context: dict, pcns: list[dict], by_rule: list
         )
         .head(ON_SCREEN_FINDINGS)
         .to_dicts(),
-        "resolved_counts": resolved_counts,
     }
