@@ -263,6 +263,25 @@ def test_a_paramedics_deadline_does_not_restart_in_a_new_pcn(tmp_path):
     assert projection(result) == [(8, "PAR-01", "open")]
 
 
+def test_a_claim_never_reimbursed_does_not_start_a_paramedics_clock(tmp_path):
+    """A claim for March, a month before the paramedic was in post (ELG-02), was never
+    reimbursed: the clock starts with April's claim, so September is within the six months
+    (deadline 1 October) and only October, past it, is rejected."""
+    paramedic = {
+        "role": "paramedic",
+        "rotational_model": "Y",
+        "staff_id": "P1",
+        "employment_start": "2021-04-01",
+    }
+    lines = [{**paramedic, "claim_month": f"2021-{m:02d}"} for m in range(3, 11)]
+    result = run_case(tmp_path, lines, [{"financial_year": "2020/21"}, {}], month="2021-10")
+    assert projection(result) == [
+        (2, "ELG-01", "open"),
+        (2, "ELG-02", "open"),
+        (9, "PAR-01", "open"),
+    ]
+
+
 def test_explain_lists_every_roles_training_conditions_and_no_1900():
     explained = run_cli("explain", "TRN-01")
     assert explained.returncode == 0, explained.stderr

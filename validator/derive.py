@@ -90,19 +90,11 @@ def line_fields(
             .over("staff_id", "claim_month")
             .alias("staff_month_effective"),
             (pl.col("days_in_month") * v.WTE_UNITS).alias("full_time_effective"),
-            # The scheme counts from the individual's reimbursement, in any PCN.
-            pl.col("month_date").min().over("staff_id", "role").alias("first_claim_month"),
             pl.col("reimbursement_start").is_not_null().cast(pl.Int8).alias("start_given"),
             v.yyyymmdd(pl.col("employment_start")).alias("employment_start_day"),
             v.yyyymmdd(pl.col("month_date").min()).alias("input_first_day"),
         )
         .with_columns(
-            # The earliest of the dates given for the person in the role (in any PCN) and the
-            # first claim month of the input: a later date given cannot undo claims the input
-            # shows, so a deadline never restarts with a new PCN (docs/scheme.md, choices).
-            pl.min_horizontal(
-                pl.col("reimbursement_start").min().over("staff_id", "role"), "first_claim_month"
-            ).alias("reimbursement_start"),
             pl.col("programme_began").dt.offset_by("24mo").alias("programme_end_date"),
         )
         .with_columns(
@@ -112,6 +104,29 @@ def line_fields(
         )
     )
     return lines
+
+
+def reimbursement_starts(lines: pl.DataFrame, eligible: pl.Expr) -> pl.DataFrame:
+    """`lines` with each person's reimbursement_start in the role, in any PCN (the scheme
+    counts from the individual's reimbursement, not the PCN's): the earliest of the dates
+    given and of the claim months, over the lines that `eligible` holds — those without an
+    open stage-B finding. A claim for a month the person was not in post, or before the role
+    could be claimed, was never reimbursed, so it cannot start the paramedic's clock. A later
+    date given cannot undo claims the input shows, so a deadline never restarts with a new
+    PCN (docs/scheme.md, choices). A person with no eligible line in the role (whose lines
+    stage C never assesses) takes the same from all of their lines."""
+
+    def earliest(within: pl.Expr | None) -> pl.Expr:
+        given, month = pl.col("reimbursement_start"), pl.col("month_date")
+        if within is not None:
+            given, month = given.filter(within), month.filter(within)
+        return pl.min_horizontal(
+            given.min().over("staff_id", "role"), month.min().over("staff_id", "role")
+        )
+
+    return lines.with_columns(
+        pl.coalesce(earliest(eligible), earliest(None)).alias("reimbursement_start")
+    )
 
 
 def _conditions(reference: Reference) -> pl.DataFrame:

@@ -336,6 +336,7 @@ class _Run:
             # Stage C figures are computed for every line and set beside its columns (no
             # copy of them); the eligible lines are those without an open stage-B finding.
             is_eligible = ~pl.col("row_no").is_in(blocked.implode())
+            lines = derive.reimbursement_starts(lines, is_eligible)
             extensions = self._deadline_extensions(lines, is_eligible)
             costed = pl.concat(
                 [lines, derive.cost_fields(lines, self.reference, extensions).drop("row_no")],
