@@ -175,6 +175,21 @@ def test_a_line_half_beyond_the_limit_is_paid_half(tmp_path):
     assert "1.5 effective WTE" in message and "0.5 of this line's 1 WTE" in message
 
 
+def test_a_part_months_effective_wte_is_marked_where_it_is_cut_short(tmp_path):
+    # 20 of October's 31 days: 0.645161... WTE, which no decimal ends (so '…'); the PCN's
+    # total 1.145161... likewise. The 0.5 within the limit is exact, and shown so.
+    october = {**MHP, "claim_month": "2021-10", "amount_claimed": "800.00"}
+    lines = [
+        {**october, "wte": "0.5", "reimbursement_start": "2021-04-01"},
+        {**october, "staff_id": "S002", "employment_start": "2021-10-12"},
+    ]
+    result = run_case(tmp_path, lines)
+    assert projection(result) == [(3, "LIM-01", "open")]
+    message = result.findings["message"][0]
+    assert "come to 1.145161… effective WTE" in message
+    assert "0.5 of this line's 0.645161… WTE is within it" in message
+
+
 def test_a_leaver_and_a_starter_in_one_month_are_one_wte(tmp_path):
     lines = [
         {**MHP, "claim_month": "2021-10", "employment_end": "2021-10-15"},

@@ -101,6 +101,7 @@ def line_fields(
             v.yyyymmdd(pl.col("programme_end_date")).alias("programme_end"),
             # For messages: WTE units, rounded down (shown with '…' when inexact).
             (pl.col("staff_month_effective") // pl.col("days_in_month")).alias("staff_month_wte"),
+            _rounded_down("staff_month_effective").alias("staff_month_wte_rounded"),
         )
     )
     return lines
@@ -425,6 +426,9 @@ def limit_fields(eligible: pl.DataFrame, rejected: pl.Series, reference: Referen
             (pl.col("pcn_role_effective") // pl.col("days_in_month")).alias("pcn_role_wte"),
             (pl.col("effective_wte") // pl.col("days_in_month")).alias("effective_wte_units"),
             (pl.col("limit_within") // pl.col("days_in_month")).alias("within_wte_units"),
+            _rounded_down("pcn_role_effective").alias("pcn_role_wte_rounded"),
+            _rounded_down("effective_wte").alias("effective_wte_rounded"),
+            _rounded_down("limit_within").alias("within_wte_rounded"),
             v.yyyymm(pl.col("month_date")).alias("claim_month"),
         )
         .select(
@@ -438,8 +442,17 @@ def limit_fields(eligible: pl.DataFrame, rejected: pl.Series, reference: Referen
             "pcn_role_wte",
             "effective_wte_units",
             "within_wte_units",
+            "pcn_role_wte_rounded",
+            "effective_wte_rounded",
+            "within_wte_rounded",
         )
     )
+
+
+def _rounded_down(effective: str) -> pl.Expr:
+    """Whether an effective WTE (WTE units x days) loses a remainder when it is divided by
+    the month's days for a message: a byte flag."""
+    return (pl.col(effective) % pl.col("days_in_month") != 0).cast(pl.Int8)
 
 
 def months_remaining_after(review: dt.date) -> int:

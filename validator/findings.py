@@ -51,8 +51,11 @@ def _pounds(name: str) -> _Field:
     return lambda c: v.display_pounds_expr(c(name, pl.Int64))
 
 
-def _wte(name: str) -> _Field:
-    return lambda c: v.display_wte_expr(c(name, pl.Int64)).fill_null("")
+def _wte(name: str, rounded: str | None = None) -> _Field:
+    """WTE units as a decimal; `rounded`: the flag column saying where they were rounded down."""
+    if rounded is None:
+        return lambda c: v.display_wte_expr(c(name, pl.Int64)).fill_null("")
+    return lambda c: v.display_wte_expr(c(name, pl.Int64), c(rounded, pl.Int8) == 1).fill_null("")
 
 
 def _date(name: str) -> _Field:
@@ -164,11 +167,11 @@ _LINE_FIELDS: dict[str, _Field] = {
     "duplicate_lines": lambda c: (
         c("lines_for_staff_role_month", pl.Int64).cast(pl.String).fill_null("")
     ),
-    "staff_total_wte": _wte("staff_month_wte"),
-    "pcn_role_wte": _wte("pcn_role_wte"),
+    "staff_total_wte": _wte("staff_month_wte", "staff_month_wte_rounded"),
+    "pcn_role_wte": _wte("pcn_role_wte", "pcn_role_wte_rounded"),
     "max_wte": _wte("max_wte"),
-    "effective_wte": _wte("effective_wte_units"),
-    "within_wte": _wte("within_wte_units"),
+    "effective_wte": _wte("effective_wte_units", "effective_wte_rounded"),
+    "within_wte": _wte("within_wte_units", "within_wte_rounded"),
     "limit_cap": _pounds("limit_cap"),
     "other_lines": _text("other_lines"),
     "other_month_lines": _text("other_month_lines"),

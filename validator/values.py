@@ -148,13 +148,18 @@ def display_pounds_expr(pence: pl.Expr) -> pl.Expr:
     return pl.when(pence.is_null()).then(pl.lit("—")).otherwise(text)
 
 
-def display_wte_expr(units: pl.Expr) -> pl.Expr:
-    """WTE units as a short decimal: 0.8, 1, 0.533333… (null stays null)."""
+def display_wte_expr(units: pl.Expr, rounded: pl.Expr | None = None) -> pl.Expr:
+    """WTE units as a short decimal: 0.8, 1, 0.533333… (null stays null). `…` marks a figure
+    cut short: at the sixth decimal, or where `rounded` holds (the units themselves were
+    rounded down, e.g. an effective WTE's units x days divided by the month's days)."""
     micro = units * 1_000_000 // WTE_UNITS
     rest = (micro % 1_000_000).cast(pl.String).str.pad_start(6, "0").str.strip_chars_end("0")
     whole = (micro // 1_000_000).cast(pl.String)
     text = pl.when(rest == "").then(whole).otherwise(whole + "." + rest)
-    return pl.when(units * 1_000_000 % WTE_UNITS == 0).then(text).otherwise(text + "…")
+    exact = units * 1_000_000 % WTE_UNITS == 0
+    if rounded is not None:
+        exact = exact & ~rounded.fill_null(False)
+    return pl.when(exact).then(text).otherwise(text + "…")
 
 
 def display_date_expr(date: pl.Expr) -> pl.Expr:
