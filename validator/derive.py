@@ -116,18 +116,24 @@ def reimbursement_starts(lines: pl.DataFrame, eligible: pl.Expr) -> pl.DataFrame
     date given cannot undo claims the input shows, so a deadline never restarts with a new
     PCN (docs/scheme.md, choices). A person with no eligible line in the role (whose lines
     stage C never assesses) takes the same from all of their lines."""
-
-    def earliest(within: pl.Expr | None) -> pl.Expr:
-        given, month = pl.col("reimbursement_start"), pl.col("month_date")
-        if within is not None:
-            given, month = given.filter(within), month.filter(within)
-        return pl.min_horizontal(
-            given.min().over("staff_id", "role"), month.min().over("staff_id", "role")
-        )
-
-    return lines.with_columns(
-        pl.coalesce(earliest(eligible), earliest(None)).alias("reimbursement_start")
+    person = ("staff_id", "role")
+    # The eligible lines' dates (null elsewhere) are made first, as columns: `eligible`
+    # evaluated inside the windows below would be evaluated once per person (gigabytes).
+    dates = lines.select(
+        *person,
+        "reimbursement_start",
+        "month_date",
+        pl.when(eligible).then("reimbursement_start").alias("_given"),
+        pl.when(eligible).then("month_date").alias("_month"),
     )
+
+    def earliest(given: str, month: str) -> pl.Expr:
+        return pl.min_horizontal(pl.col(given).min().over(person), pl.col(month).min().over(person))
+
+    starts = dates.select(
+        pl.coalesce(earliest("_given", "_month"), earliest("reimbursement_start", "month_date"))
+    ).to_series()
+    return lines.with_columns(starts.alias("reimbursement_start"))
 
 
 def _conditions(reference: Reference) -> pl.DataFrame:
