@@ -30,6 +30,7 @@ def excel_bytes(encoding: str, bom: bool = False) -> bytes:
         ("utf-8", True, "utf-8-sig"),
         ("utf-8", False, "utf-8"),
         ("windows-1252", False, "windows-1252"),
+        ("windows-1252", True, "windows-1252"),  # a UTF-8 mark before Windows-1252 bytes
     ],
 )
 def test_excel_style_file_loads_cleanly(tmp_path, encoding, bom, recorded):
@@ -135,9 +136,11 @@ def test_quoted_newline_keeps_true_line_numbers(tmp_path):
         tmp_path / "claims.csv",
         {"staff_name": "Two\nLines"},
         {"staff_id": "S2", "amount_claimed": "bad"},
+        {"staff_id": "S3", "staff_name": "Three\nmore\nlines", "wte": "3"},
     )
     result = run_files(tmp_path, path)
-    assert projection(result) == [(4, "SCH-01", "open")]  # line 2 spans lines 2 and 3
+    # Line 2 spans lines 2 and 3; a row spanning lines is numbered by the line it starts on.
+    assert projection(result) == [(4, "SCH-01", "open"), (5, "SCH-01", "open")]
 
 
 def test_fast_and_exact_readers_agree(tmp_path):

@@ -114,13 +114,14 @@ def decode(data: bytes) -> tuple[str, str]:
         raise ValueError("it is UTF-16 text; save it as CSV UTF-8 (or CSV) and send it again")
     if b"\x00" in data:
         raise ValueError("it contains NUL bytes, so it is not a CSV text file; send the CSV export")
-    if data.startswith(b"\xef\xbb\xbf"):
-        return data[3:].decode("utf-8"), "utf-8-sig"
+    bom = data.startswith(b"\xef\xbb\xbf")
+    if bom:
+        data = data[3:]
     try:
-        return data.decode("utf-8"), "utf-8"
+        return data.decode("utf-8"), "utf-8-sig" if bom else "utf-8"
     except UnicodeDecodeError:
         pass
-    try:
+    try:  # (a UTF-8 mark before Windows-1252 text, as some tools write, is dropped)
         return data.decode("windows-1252"), "windows-1252"
     except UnicodeDecodeError as error:
         raise ValueError(
@@ -211,11 +212,11 @@ def _cells_with_csv_module(text: str) -> tuple[list[str], pl.DataFrame]:
     width = len(header)
     columns: list[list[str | None]] = [[] for _ in range(width)]
     fields, blank, lines = [], [], []
-    row_start = reader.line_num + 1
+    row_start = reader.line_num + 1  # a row is numbered by the line it starts on
     try:
         for row in reader:
+            lines.append(row_start)
             row_start = reader.line_num + 1
-            lines.append(reader.line_num)
             fields.append(max(len(row), 1))  # an empty line is one empty field, as in Polars
             blank.append(_is_blank(row))
             for index in range(width):
