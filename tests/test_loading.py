@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import BASE_LINE, CLAIM_HEADER, claims, projection, register
+from tests.helpers import BASE_LINE, CLAIM_HEADER, claims, projection, register, write_csv
 from validator.pipeline import RunOptions, run_validation
 
 
@@ -131,6 +131,22 @@ def test_hours_per_week_gives_wte_and_must_agree_with_wte(tmp_path):
     assert result.every_line["wte_units"].to_list()[0] == 1_800_000  # 22.5 h = 0.6 WTE exactly
 
 
+def test_several_bad_fields_of_a_row_follow_its_columns_in_its_file(tmp_path):
+    """The file lists the claim columns last to first: a row's findings follow the file
+    (the first of them carries the claim), in `run` and in `check` alike."""
+    bad = {"staff_id": "S2", "wte": "3", "employment_start": "2021-02-30"}
+    path = write_csv(tmp_path / "claims.csv", CLAIM_HEADER[::-1], [bad], BASE_LINE)
+    result = run_files(tmp_path, path)
+    found = result.findings.filter(result.findings["rule_id"] == "SCH-01")
+    in_file = sorted(["wte", "employment_start"], key=CLAIM_HEADER[::-1].index)
+    assert [message.split("column ")[1].split(" ")[0] for message in found["message"]] == in_file
+    assert found["amount_at_risk"].to_list() == [440000, 0]
+    from validator.check import check_files
+
+    checked = check_files([str(path)])
+    assert [column for _, column, *_ in checked.files[0].findings] == in_file
+
+
 def test_quoted_newline_keeps_true_line_numbers(tmp_path):
     path = claims(
         tmp_path / "claims.csv",
@@ -181,7 +197,7 @@ def test_claims_checked_a_batch_at_a_time_give_the_same_run(monkeypatch):
     monkeypatch.setattr(
         pipeline,
         "check_claims",
-        lambda batch, roles: batches.append(batch.height) or checked(batch, roles),
+        lambda batch, *rest: batches.append(batch.height) or checked(batch, *rest),
     )
     batched = run_validation(RunOptions(**options))
     assert len(batches) == len(whole.files) and sum(batches) == whole.rows_read

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from validator.errors import ConfigError
-from validator.load import ClaimFile, read_claims
+from validator.load import ClaimFile, column_positions, read_claims
 from validator.reference import load_agreements, load_reference, load_register
 from validator.schema import check_claims
 from validator.units import MAX_LINES
@@ -77,7 +77,7 @@ def check_files(
         except ConfigError as error:
             input_problems.append(str(error))
     files, raw = read_claims(claims, profile=profile, max_lines=max_lines)
-    failures, _ = check_claims(raw, reference_data.role_names)
+    failures, _ = check_claims(raw, reference_data.role_names, column_positions(files))
     located = (
         failures.join(raw.select("row_no", "source_file", "source_line"), on="row_no")
         .sort("row_no", maintain_order=True)

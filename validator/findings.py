@@ -16,11 +16,9 @@ import polars as pl
 
 from validator import values as v
 from validator.catalogue import Catalogue
-from validator.load import CLAIM_COLUMNS
 
 # A row's columns in the claim schema's order: several SCH-01 findings of one row are listed
 # (and the first carries its claim) in this order, a whole-row problem first.
-_COLUMN_POSITION = {name: number for number, name in enumerate(CLAIM_COLUMNS, start=1)}
 
 _KEYS = ["finding_id", "rule_id", "severity", "status", "agreement_id"]
 
@@ -452,11 +450,9 @@ def finalise(
             on="row_no",
         )
         .with_columns(
+            # (Several findings of one row: in the order of its columns in its file, as the
+            # schema check numbered them in `position`.)
             pl.when(pl.col("amount_claimed").is_not_null()).then(0).alias("amount_allowed"),
-            # Several findings of one row: in the order of the row's columns.
-            pl.col("column")
-            .replace_strict(_COLUMN_POSITION, default=0, return_dtype=pl.Int64)
-            .alias("position"),
         )
     )
     if schema.height:

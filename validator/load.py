@@ -77,6 +77,8 @@ class ClaimFile:
     source: str = ""  # the path as given: what its rows carry as `source_file`
     # A workbook's sheets that are not claim tables, each with why (on its first table).
     skipped_sheets: list[str] = field(default_factory=list)
+    # Where each claim column the header names sits in it (1 = the first column).
+    positions: dict[str, int] = field(default_factory=dict)
 
 
 def normalise_header(name: str) -> str:
@@ -354,6 +356,7 @@ def _claim_table(
         info.unread_rows = cells.height
         return info, None
     info.extra_columns = [name for name in names if name not in CLAIM_COLUMNS]
+    info.positions = {name: seen[name] for name in CLAIM_COLUMNS if name in seen}
     info.rows_read = cells.height
     if cells.height == 0:
         info.problem = (
@@ -445,6 +448,17 @@ def read_claim_workbook(
         return [(workbook, None)]
     tables[0][0].skipped_sheets = skipped
     return tables
+
+
+def column_positions(files: list[ClaimFile]) -> pl.DataFrame:
+    """Where each claim column sits in the header of each claim file (or sheet) read, by
+    the `source_file` its rows carry: several schema findings of one row follow it."""
+    rows = [(file.source, name, at) for file in files for name, at in file.positions.items()]
+    return pl.DataFrame(
+        rows,
+        schema={"source_file": pl.String, "column": pl.String, "file_position": pl.Int64},
+        orient="row",
+    )
 
 
 def skipped_sheets_text(file: ClaimFile) -> str:

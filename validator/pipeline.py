@@ -23,7 +23,7 @@ from validator import values as v
 from validator.catalogue import Catalogue, Rule, load_catalogue
 from validator.engine import RulesEngine
 from validator.errors import ConfigError
-from validator.load import ClaimBatches, ClaimFile
+from validator.load import ClaimBatches, ClaimFile, column_positions
 from validator.profile import load_profile
 from validator.reference import Reference, load_agreements, load_reference, load_register
 from validator.schema import check_claims
@@ -291,7 +291,9 @@ class _Run:
         checking = self.timer.seconds.get("schema", 0.0)
         for batch in batches:
             with self.timer("schema"):
-                batch_failures, batch_typed = check_claims(batch, self.reference.role_names)
+                batch_failures, batch_typed = check_claims(
+                    batch, self.reference.role_names, column_positions(batches.files)
+                )
                 rows_read += batch.height
                 rejected.append(
                     batch.filter(pl.col("row_no").is_in(batch_failures["row_no"].implode()))

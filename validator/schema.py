@@ -44,6 +44,9 @@ SCHEMA_FAILURE_COLUMNS = {
     "column": pl.String,
     "value": pl.String,
     "problem": pl.String,
+    # The row's findings in order: the whole row's first, then by the column's position in
+    # its file (a column the file lacks after those it has, in the claim columns' order).
+    "position": pl.Int64,
 }
 
 
@@ -201,9 +204,13 @@ def build_schema() -> tuple[pa.DataFrameSchema, dict[tuple[str, str], str]]:
     return pa.DataFrameSchema(columns, coerce=False, strict=False), expectations
 
 
-def check_claims(claims: pl.DataFrame, roles: dict[str, str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+def check_claims(
+    claims: pl.DataFrame, roles: dict[str, str], positions: pl.DataFrame | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Stage A. Returns the schema failures (one row per bad field of every row: row_no,
-    column, value as read, problem) and the typed values of the rows that passed."""
+    column, value as read, problem, and its position among the row's findings) and the
+    typed values of the rows that passed. `positions`: where each claim column sits in each
+    file (load.column_positions); without them a row's findings follow the claim columns."""
     # Every row is shaped (not a filtered copy of the text); a row with a row_problem is
     # reported as a whole and its fields are not, below.
     shaped = with_values(claims, roles)
@@ -258,31 +265,70 @@ def check_claims(claims: pl.DataFrame, roles: dict[str, str]) -> tuple[pl.DataFr
                 ("expected " + pl.col("expected")).alias("problem"),
             )
         )
-    failures_frame = _capped(pl.concat(failures).cast(SCHEMA_FAILURE_COLUMNS))
+    failures_frame = _capped(
+        _positioned(pl.concat(failures), claims.select("row_no", "source_file"), positions)
+    )
     typed = _typed(shaped).filter(~pl.col("row_no").is_in(failures_frame["row_no"].implode()))
     return failures_frame, typed
 
 
 # A row with more bad fields than this gets a finding for each of the first ones (in the
-# schema's column order) and one more naming the rest: past a few, another finding per field
-# is no more evidence, and a file of garbage rows must not make twenty findings a row.
+# order of its columns in its file) and one more naming the rest: past a few, another finding
+# per field is no more evidence, and a file of garbage rows must not make twenty findings a row.
 FIELD_FINDINGS_PER_ROW = 3
 
 
-def _capped(failures: pl.DataFrame) -> pl.DataFrame:
-    order = pl.DataFrame(
-        {"column": ["", *CLAIM_COLUMNS], "_position": range(len(CLAIM_COLUMNS) + 1)}
+def _positioned(
+    failures: pl.DataFrame, sources: pl.DataFrame, positions: pl.DataFrame | None
+) -> pl.DataFrame:
+    """`failures` with each one's `position`: 0 for the whole row, else the column's
+    position in its file; a column the file lacks (or any, without `positions`) comes after
+    the file's own, in the claim columns' order."""
+    claim_order = pl.DataFrame(
+        {"column": list(CLAIM_COLUMNS), "_claim": range(1, len(CLAIM_COLUMNS) + 1)},
+        schema={"column": pl.String, "_claim": pl.Int64},
     )
-    ranked = (
-        failures.join(order, on="column", how="left")
-        .sort("row_no", "_position")
-        .with_columns(pl.int_range(pl.len(), dtype=pl.Int64).over("row_no").alias("_rank"))
+    if positions is None:
+        positions = pl.DataFrame(
+            schema={"source_file": pl.String, "column": pl.String, "file_position": pl.Int64}
+        )
+    located = (
+        failures.cast({"row_no": pl.Int64, "column": pl.String})
+        .join(
+            sources.select("row_no", pl.col("source_file").cast(pl.String)),
+            on="row_no",
+            how="left",
+        )
+        .join(positions, on=["source_file", "column"], how="left")
+        .join(claim_order, on="column", how="left")
+    )
+    far = len(CLAIM_COLUMNS) * 10  # past every position a header of claim columns can hold
+    position = (
+        pl.when(pl.col("column") == "")
+        .then(0)
+        .otherwise(pl.coalesce("file_position", far + pl.col("_claim")))
+        .cast(pl.Int64)
+    )
+    return (
+        located.with_columns(position.alias("position"))
+        .cast({name: dtype for name, dtype in SCHEMA_FAILURE_COLUMNS.items()})
+        .select(*SCHEMA_FAILURE_COLUMNS)
+    )
+
+
+def _capped(failures: pl.DataFrame) -> pl.DataFrame:
+    ranked = failures.sort("row_no", "position").with_columns(
+        pl.int_range(pl.len(), dtype=pl.Int64).over("row_no").alias("_rank")
     )
     kept = ranked.filter(pl.col("_rank") < FIELD_FINDINGS_PER_ROW)
     rest = (
         ranked.filter(pl.col("_rank") >= FIELD_FINDINGS_PER_ROW)
         .group_by("row_no", maintain_order=True)
-        .agg(pl.col("column").str.join(", ").alias("columns"), pl.len().alias("count"))
+        .agg(
+            pl.col("column").str.join(", ").alias("columns"),
+            pl.len().alias("count"),
+            pl.col("position").first(),
+        )
         .select(
             "row_no",
             pl.lit("").alias("column"),
@@ -292,6 +338,7 @@ def _capped(failures: pl.DataFrame) -> pl.DataFrame:
                 "count",
                 "columns",
             ).alias("problem"),
+            "position",
             pl.lit(FIELD_FINDINGS_PER_ROW, dtype=pl.Int64).alias("_rank"),
         )
     )
