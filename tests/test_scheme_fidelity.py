@@ -261,6 +261,22 @@ def test_an_agreement_that_covered_a_finding_is_used_even_when_another_is_named(
     assert result.unmatched_agreements["agreement_id"].to_list() == ["AG-3"]
 
 
+def test_an_extended_deadline_for_someone_who_is_no_paramedic_moves_nothing(tmp_path):
+    """Only a paramedic has a Level 7 deadline: an extension agreed for the PCN's pharmacist
+    (a typing slip, say) moved no deadline, so it is reported as unmatched."""
+    paramedic = {"role": "paramedic", "rotational_model": "Y", "staff_id": "P1"}
+    result = run_case(
+        tmp_path,
+        [{}, {**paramedic, "claim_month": "2021-06", "employment_start": "2021-06-01"}],
+        agreement_rows=[
+            {"rule_id": "PAR-01", "staff_id": "S001", "extended_deadline": "2022-01-31"},
+            {"rule_id": "PAR-01", "staff_id": "P1", "extended_deadline": "2022-01-31"},
+        ],
+    )
+    assert projection(result) == []
+    assert result.unmatched_agreements["agreement_id"].to_list() == ["AG-1"]
+
+
 def test_a_paramedics_deadline_does_not_restart_in_a_new_pcn(tmp_path):
     paramedic = {"role": "paramedic", "rotational_model": "Y", "staff_id": "P1"}
     lines = [

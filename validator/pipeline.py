@@ -548,13 +548,14 @@ class _Run:
 
     def _deadline_extensions(self, lines: pl.DataFrame, where: pl.Expr) -> pl.DataFrame:
         """PAR-01 agreements with an extended deadline: the deadline each covered line (of
-        those `where` holds) gets."""
+        those `where` holds) gets. Only a paramedic's line has a Level 7 deadline, so only
+        an agreement covering one has moved a deadline (and counts as used)."""
         extensions = self.agreements.filter(
             (pl.col("rule_id") == "PAR-01") & pl.col("extended_deadline").is_not_null()
         )
         applied = (
-            lines.select("row_no", "pcn_code", "staff_id", "month_date")
-            .filter(where)
+            lines.select("row_no", "pcn_code", "staff_id", "month_date", "role")
+            .filter(where & (pl.col("role") == "paramedic"))
             .join(
                 extensions.select(
                     "agreement_id",

@@ -45,7 +45,7 @@ def _text(cell: str) -> str:
 
 def _required_text(cell: str) -> str:
     if not cell.strip():
-        raise CellError("a value is required")
+        raise CellError("a value (it is required)")
     return cell.strip()
 
 
