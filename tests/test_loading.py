@@ -147,6 +147,23 @@ def test_several_bad_fields_of_a_row_follow_its_columns_in_its_file(tmp_path):
     assert [column for _, column, *_ in checked.files[0].findings] == in_file
 
 
+def test_a_wte_of_many_decimal_places_is_read_to_the_nearest_unit(tmp_path):
+    """hours / 37.5 as a spreadsheet writes it: a third, exactly (1,000,000 units); the
+    rounding never takes a WTE over 1, and past 18 places it is not read at all."""
+    path = claims(
+        tmp_path / "claims.csv",
+        {"wte": "0.333333333333333", "amount_claimed": "1000.00"},
+        {"staff_id": "S2", "wte": "0.3333333", "amount_claimed": "1000.00"},
+        {"staff_id": "S3", "wte": "1.0000001"},
+        {"staff_id": "S4", "wte": "0.1234567890123456789"},
+    )
+    result = run_files(tmp_path, path)
+    assert projection(result) == [(4, "SCH-01", "open"), (5, "SCH-01", "open")]
+    lines = result.every_line.sort("source_line")
+    assert lines["wte_units"].to_list()[:2] == [1_000_000, 1_000_000]
+    assert lines["wte"].to_list()[:2] == ["0.333333", "0.333333"]
+
+
 def test_quoted_newline_keeps_true_line_numbers(tmp_path):
     path = claims(
         tmp_path / "claims.csv",

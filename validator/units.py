@@ -5,9 +5,9 @@ Polars) and the Polars layers all take them from here."""
 
 # 1.0 WTE in integer units: a multiple of 10**6 (a WTE written with up to six decimal places)
 # and of 37,500 (milli-hours in a 37.5-hour week: hours are read to 3 decimal places, 9.375
-# hours = 0.25 WTE), so both forms are exact.
+# hours = 0.25 WTE), so both forms are exact; so is a third. A longer WTE is taken to the
+# nearest unit (values.wte_units).
 WTE_UNITS = 3_000_000
-UNITS_PER_MICRO_WTE = WTE_UNITS // 1_000_000
 FULL_TIME_MILLIHOURS = 37_500
 UNITS_PER_MILLIHOUR = WTE_UNITS // FULL_TIME_MILLIHOURS
 # Two WTE values that differ by more than this disagree ("agree to 0.01": README, Inputs).

@@ -16,7 +16,6 @@ from validator.units import (  # noqa: F401 (the exact units, read by every laye
     FULL_TIME_MILLIHOURS,
     MAX_MONEY_PENCE,
     NEVER,
-    UNITS_PER_MICRO_WTE,
     UNITS_PER_MILLIHOUR,
     WTE_AGREEMENT_UNITS,
     WTE_UNITS,
@@ -26,7 +25,7 @@ _MONEY = f"^{units.MONEY_PATTERN}$"
 _ISO_DATE = f"^{units.ISO_DATE_PATTERN}$"
 _UK_DATE = f"^{units.UK_DATE_PATTERN}$"
 _MONTH = f"^{units.MONTH_PATTERN}$"
-_WTE = r"^([0-9])(?:\.([0-9]{1,6}))?$"
+_WTE = r"^([0-9])(?:\.([0-9]{1,18}))?$"
 _HOURS = r"^([0-9]{1,2})(?:\.([0-9]{1,3}))?$"
 
 
@@ -82,8 +81,33 @@ def month_start(column: str) -> pl.Expr:
 
 
 def wte_units(column: str) -> pl.Expr:
-    """A WTE written as a decimal, in WTE units; null if not a decimal of up to six places."""
-    return _decimal_scaled(stripped(column), _WTE, 6) * UNITS_PER_MICRO_WTE
+    """A WTE written as a decimal, in WTE units; null if not a decimal of up to 18 places.
+
+    Exact to six places (and hours to three). A longer decimal, as a spreadsheet writes
+    hours / 37.5 (0.333333333333333), is taken to the nearest unit, half up — a third
+    exactly — in integers: 18 places are below 10**18, and six times that still fits in 64
+    bits. The rounding never takes a WTE across 0 < wte <= 1: one above 1 stays above it,
+    one above 0 stays above it (the schema then judges the WTE written)."""
+    text = stripped(column)
+    parts = text.str.split_exact(".", 1)
+    whole = parts.struct.field("field_0").cast(pl.Int64, strict=False)
+    fraction = (  # the digits after the point, as an integer of 10**-18 WTE
+        parts.struct.field("field_1")
+        .fill_null("")
+        .str.pad_end(18, "0")
+        .cast(pl.Int64, strict=False)
+    )
+    nearest = whole * WTE_UNITS + (fraction * 6 + 10**12) // (2 * 10**12)
+    above_one = (whole > 1) | ((whole == 1) & (fraction > 0))
+    above_zero = (whole > 0) | (fraction > 0)
+    units = (
+        pl.when(above_one & (nearest <= WTE_UNITS))
+        .then(WTE_UNITS + 1)
+        .when(above_zero & (nearest == 0))
+        .then(1)
+        .otherwise(nearest)
+    )
+    return pl.when(text.str.contains(_WTE)).then(units)
 
 
 def hours_wte_units(column: str) -> pl.Expr:
