@@ -110,6 +110,16 @@ def test_duplicate_header_names_are_a_file_problem(tmp_path):
     assert "both named 'pcn_code'" in result.files[0].problem
 
 
+def test_two_unknown_columns_of_one_name_are_ignored_like_any_unknown_column(tmp_path):
+    path = claims(tmp_path / "claims.csv", {})
+    header, line = path.read_text().splitlines()
+    path.write_text(f"Notes,{header},notes\nfirst,{line},second\n")
+    result = run_files(tmp_path, path)
+    assert result.files[0].problem == ""
+    assert result.files[0].extra_columns == ["notes", "notes"]
+    assert result.rows_checked == 1 and projection(result) == []
+
+
 def test_folder_means_every_csv_in_name_order(tmp_path):
     folder = tmp_path / "claims"
     claims(folder / "b.csv", {"staff_id": "B"})

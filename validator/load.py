@@ -332,7 +332,8 @@ def _claim_table(
     names = _column_names(header, profile)
     seen: dict[str, int] = {}
     for position, name in enumerate(names, start=1):
-        if name in seen and name:
+        # Two columns of one claim field are ambiguous; two unknown ones (ignored) are not.
+        if name in seen and name in CLAIM_COLUMNS:
             written = header[seen[name] - 1].strip(), header[position - 1].strip()
             aliased = f" ('{written[0]}' and '{written[1]}', by the column profile)"
             info.problem = (
