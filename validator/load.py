@@ -454,12 +454,17 @@ def read_claim_workbook(
 def column_positions(files: list[ClaimFile]) -> pl.DataFrame:
     """Where each claim column sits in the header of each claim file (or sheet) read, by
     the `source_file` its rows carry: several schema findings of one row follow it."""
-    rows = [(file.source, name, at) for file in files for name, at in file.positions.items()]
-    return pl.DataFrame(
-        rows,
-        schema={"source_file": pl.String, "column": pl.String, "file_position": pl.Int64},
-        orient="row",
-    )
+    schema = {"source_file": pl.String, "column": pl.String, "file_position": pl.Int64}
+    parts = [
+        pl.DataFrame(
+            {"column": list(file.positions), "file_position": list(file.positions.values())}
+        )
+        # As the rows carry it (pl.lit, which also takes a file name that is not UTF-8).
+        .select(pl.lit(file.source).alias("source_file"), "column", "file_position")
+        for file in files
+        if file.positions
+    ]
+    return pl.concat(parts).cast(schema) if parts else pl.DataFrame(schema=schema)
 
 
 def skipped_sheets_text(file: ClaimFile) -> str:
