@@ -384,7 +384,7 @@ def command_run(args: argparse.Namespace, console: Console, started: dt.datetime
     if result.missing_rates:
         console.error(result.missing_rates_message)
     for agreement in result.unmatched_agreements["agreement_id"].to_list():
-        console.error(f"agreement {agreement} matched no claim line or finding", "warning")
+        console.error(f"agreement {agreement} covered no finding and moved no deadline", "warning")
     counts = result.findings.group_by("severity", "status").len().sort("severity", "status")
     if options.month is None:
         console.say(
