@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 import shutil
 from pathlib import Path
@@ -98,6 +99,32 @@ def test_a_short_row_and_a_bad_field_each_show_their_line(tmp_path):
         (str(path), 5, "(row)"),
     ]
     assert "has 2 fields but the header has 25" in completed.stdout
+
+
+def test_a_file_whose_name_is_not_utf8_is_checked_like_any_other(tmp_path):
+    """Its findings are found by row number, not by matching a name Polars cannot hold."""
+    good = claims(tmp_path / "ok.csv", {"amount_claimed": "lots"})
+    latin1 = Path(os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9.csv"))
+    latin1.write_bytes(good.read_bytes())
+    good.unlink()
+    checked = run_cli("check", str(latin1))
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert [(line, column) for _, line, column in table(checked.stdout)] == [(2, "amount_claimed")]
+
+
+def test_a_missing_column_follows_every_column_of_a_wide_file(tmp_path):
+    """A file of 300 columns without `wte` (hours blank too): the bad amount, which the file
+    has, comes first, so it is the finding that carries the claim."""
+    path = claims(tmp_path / "wide.csv", {"amount_claimed": "lots", "wte": ""})
+    header, line = path.read_text().splitlines()
+    names, cells = header.split(","), next(csv.reader([line]))
+    keep = [i for i, name in enumerate(names) if name != "wte"]
+    extra = [f"note_{n}" for n in range(300)]
+    wide = ",".join(extra + [names[i] for i in keep])
+    row = ",".join([""] * 300 + [cells[i] for i in keep])
+    path.write_text(f"{wide}\n{row}\n")
+    checked = run_cli("check", str(path))
+    assert [column for _, _, column in table(checked.stdout)] == ["amount_claimed", "wte"]
 
 
 def test_an_unreadable_file_is_exit_2_and_the_others_are_still_checked(tmp_path):

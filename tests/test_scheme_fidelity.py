@@ -175,6 +175,30 @@ def test_a_line_half_beyond_the_limit_is_paid_half(tmp_path):
     assert "1.5 effective WTE" in message and "0.5 of this line's 1 WTE" in message
 
 
+def test_a_start_given_on_a_line_never_reimbursed_still_counts(tmp_path):
+    """The PCN states on April's line (not additional to baseline: ELG-03) that the paramedic
+    was first reimbursed in October 2020: that date sets the deadline (1 April 2021), so the
+    May and June claims are past it, though April's own month starts no clock."""
+    paramedic = {
+        "role": "paramedic",
+        "rotational_model": "Y",
+        "staff_id": "P1",
+        "employment_start": "2020-10-01",
+    }
+    lines = [
+        {
+            **paramedic,
+            "claim_month": "2021-04",
+            "additional_to_baseline": "N",
+            "reimbursement_start": "2020-10-01",
+        },
+        {**paramedic, "claim_month": "2021-05"},
+        {**paramedic, "claim_month": "2021-06"},
+    ]
+    result = run_case(tmp_path, lines, month="2021-06")
+    assert projection(result, "PAR-01") == [(3, "PAR-01", "open"), (4, "PAR-01", "open")]
+
+
 def test_a_part_months_effective_wte_is_marked_where_it_is_cut_short(tmp_path):
     # 20 of October's 31 days: 0.645161... WTE, which no decimal ends (so '…'); the PCN's
     # total 1.145161... likewise. The 0.5 within the limit is exact, and shown so.

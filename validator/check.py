@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import polars as pl
+
 from validator.errors import ConfigError
 from validator.load import ClaimFile, column_positions, read_claims
 from validator.reference import load_agreements, load_reference, load_register
@@ -78,15 +80,23 @@ def check_files(
             input_problems.append(str(error))
     files, raw = read_claims(claims, profile=profile, max_lines=max_lines)
     failures, _ = check_claims(raw, reference_data.role_names, column_positions(files))
-    located = (
-        failures.join(raw.select("row_no", "source_file", "source_line"), on="row_no")
-        .sort("row_no", maintain_order=True)
-        .partition_by("source_file", as_dict=True, maintain_order=True)
+    # Each failure's file by its row number (a file's rows are numbered together), not by
+    # its name, which need not be UTF-8.
+    read = [index for index, file in enumerate(files) if not file.problem and file.rows_read]
+    starts = pl.DataFrame(
+        {"first_row_no": [files[i].first_row_no for i in read], "file": read},
+        schema={"first_row_no": pl.Int64, "file": pl.Int64},
     )
-    by_path = {key[0]: frame for key, frame in located.items()}
+    located = (
+        failures.join(raw.select("row_no", "source_line"), on="row_no")
+        .sort("row_no", maintain_order=True)
+        .join_asof(starts, left_on="row_no", right_on="first_row_no", strategy="backward")
+        .partition_by("file", as_dict=True, maintain_order=True)
+    )
+    by_file = {key[0]: frame for key, frame in located.items()}
     checks = []
-    for file in files:
-        found = by_path.get(file.source) if not file.problem else None
+    for index, file in enumerate(files):
+        found = by_file.get(index) if not file.problem else None
         rows = (
             found.select("source_line", "column", "value", "problem") if found is not None else None
         )

@@ -110,29 +110,27 @@ def line_fields(
 def reimbursement_starts(lines: pl.DataFrame, eligible: pl.Expr) -> pl.DataFrame:
     """`lines` with each person's reimbursement_start in the role, in any PCN (the scheme
     counts from the individual's reimbursement, not the PCN's): the earliest of the dates
-    given and of the claim months, over the lines that `eligible` holds — those without an
-    open stage-B finding. A claim for a month the person was not in post, or before the role
-    could be claimed, was never reimbursed, so it cannot start the paramedic's clock. A later
-    date given cannot undo claims the input shows, so a deadline never restarts with a new
-    PCN (docs/scheme.md, choices). A person with no eligible line in the role (whose lines
-    stage C never assesses) takes the same from all of their lines."""
+    given, on any of their lines, and of the claim months of the lines that `eligible`
+    holds — those without an open stage-B finding. A claim for a month the person was not
+    in post, or before the role could be claimed, was never reimbursed, so its month starts
+    no clock (a date the PCN gives on it still counts: it states when reimbursement began).
+    A later date given cannot undo claims the input shows, so a deadline never restarts
+    with a new PCN (docs/scheme.md, choices). A person with no eligible line in the role
+    (whose lines stage C never assesses) takes their first claim month of all."""
     person = ("staff_id", "role")
-    # The eligible lines' dates (null elsewhere) are made first, as columns: `eligible`
+    # The eligible lines' months (null elsewhere) are made first, as a column: `eligible`
     # evaluated inside the windows below would be evaluated once per person (gigabytes).
     dates = lines.select(
         *person,
         "reimbursement_start",
         "month_date",
-        pl.when(eligible).then("reimbursement_start").alias("_given"),
         pl.when(eligible).then("month_date").alias("_month"),
     )
-
-    def earliest(given: str, month: str) -> pl.Expr:
-        return pl.min_horizontal(pl.col(given).min().over(person), pl.col(month).min().over(person))
-
-    starts = dates.select(
-        pl.coalesce(earliest("_given", "_month"), earliest("reimbursement_start", "month_date"))
-    ).to_series()
+    given = pl.col("reimbursement_start").min().over(person)
+    month = pl.coalesce(
+        pl.col("_month").min().over(person), pl.col("month_date").min().over(person)
+    )
+    starts = dates.select(pl.min_horizontal(given, month)).to_series()
     return lines.with_columns(starts.alias("reimbursement_start"))
 
 

@@ -79,6 +79,8 @@ class ClaimFile:
     skipped_sheets: list[str] = field(default_factory=list)
     # Where each claim column the header names sits in it (1 = the first column).
     positions: dict[str, int] = field(default_factory=dict)
+    # The run-wide row_no of its first row: its rows are row_no first_row_no .. + rows_read - 1.
+    first_row_no: int = 0
 
 
 def normalise_header(name: str) -> str:
@@ -452,19 +454,20 @@ def read_claim_workbook(
 
 
 def column_positions(files: list[ClaimFile]) -> pl.DataFrame:
-    """Where each claim column sits in the header of each claim file (or sheet) read, by
-    the `source_file` its rows carry: several schema findings of one row follow it."""
-    schema = {"source_file": pl.String, "column": pl.String, "file_position": pl.Int64}
-    parts = [
-        pl.DataFrame(
-            {"column": list(file.positions), "file_position": list(file.positions.values())}
-        )
-        # As the rows carry it (pl.lit, which also takes a file name that is not UTF-8).
-        .select(pl.lit(file.source).alias("source_file"), "column", "file_position")
-        for file in files
-        if file.positions
-    ]
-    return pl.concat(parts).cast(schema) if parts else pl.DataFrame(schema=schema)
+    """Where each claim column sits in the header of each claim file (or sheet) of `files`,
+    keyed by the row_no of the file's first row (a file's rows are numbered together): a
+    row's several schema findings follow it. Keyed by number, not by the file's name, which
+    need not be UTF-8."""
+    firsts, columns, at = [], [], []
+    for file in files:
+        for name, position in file.positions.items():
+            firsts.append(file.first_row_no)
+            columns.append(name)
+            at.append(position)
+    return pl.DataFrame(
+        {"first_row_no": firsts, "column": columns, "file_position": at},
+        schema={"first_row_no": pl.Int64, "column": pl.String, "file_position": pl.Int64},
+    )
 
 
 def skipped_sheets_text(file: ClaimFile) -> str:
@@ -554,10 +557,12 @@ class ClaimBatches:
         self.profile = profile
         self.batch_rows = BATCH_ROWS if batch_rows is None else batch_rows
         self.files: list[ClaimFile] = []
+        self.batch_files: list[ClaimFile] = []  # the files of the batch last yielded
 
     def __iter__(self) -> Iterator[pl.DataFrame]:
         jobs = iter(zip(self.paths, _named_before(self.paths), strict=True))
         batch: list[pl.DataFrame] = []
+        reading_files: list[ClaimFile] = []  # the files of the batch being made
         rows = 0
         next_row_no = 1
         yielded = False
@@ -579,7 +584,9 @@ class ClaimBatches:
                 number += 1
                 for info, frame in tables:
                     self.files.append(info)
+                    reading_files.append(info)
                     if frame is not None:
+                        info.first_row_no = next_row_no
                         batch.append(frame.with_columns(pl.col("row_no") + next_row_no))
                         next_row_no += frame.height
                         rows += frame.height
@@ -592,10 +599,12 @@ class ClaimBatches:
                 if self.on_file is not None:
                     self.on_file(tables[0][0], number, len(self.paths))
                 if batch and rows >= self.batch_rows:
+                    self.batch_files, reading_files = reading_files, []
                     yield pl.concat(batch, how="vertical")
                     yielded = True
                     batch, rows = [], 0
         if batch or not yielded:
+            self.batch_files = reading_files
             yield pl.concat(batch, how="vertical") if batch else _empty_claims()
 
 

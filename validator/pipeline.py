@@ -292,7 +292,7 @@ class _Run:
         for batch in batches:
             with self.timer("schema"):
                 batch_failures, batch_typed = check_claims(
-                    batch, self.reference.role_names, column_positions(batches.files)
+                    batch, self.reference.role_names, column_positions(batches.batch_files)
                 )
                 rows_read += batch.height
                 rejected.append(

@@ -265,9 +265,7 @@ def check_claims(
                 ("expected " + pl.col("expected")).alias("problem"),
             )
         )
-    failures_frame = _capped(
-        _positioned(pl.concat(failures), claims.select("row_no", "source_file"), positions)
-    )
+    failures_frame = _capped(_positioned(pl.concat(failures), positions))
     typed = _typed(shaped).filter(~pl.col("row_no").is_in(failures_frame["row_no"].implode()))
     return failures_frame, typed
 
@@ -278,40 +276,37 @@ def check_claims(
 FIELD_FINDINGS_PER_ROW = 3
 
 
-def _positioned(
-    failures: pl.DataFrame, sources: pl.DataFrame, positions: pl.DataFrame | None
-) -> pl.DataFrame:
+def _positioned(failures: pl.DataFrame, positions: pl.DataFrame | None) -> pl.DataFrame:
     """`failures` with each one's `position`: 0 for the whole row, else the column's
-    position in its file; a column the file lacks (or any, without `positions`) comes after
-    the file's own, in the claim columns' order."""
+    position in its file (`positions`, keyed by the row_no of each file's first row); a
+    column the file lacks (or any, without `positions`) comes after every column a file can
+    have, in the claim columns' order."""
+    failures = failures.cast({"row_no": pl.Int64, "column": pl.String})
     claim_order = pl.DataFrame(
         {"column": list(CLAIM_COLUMNS), "_claim": range(1, len(CLAIM_COLUMNS) + 1)},
         schema={"column": pl.String, "_claim": pl.Int64},
     )
-    if positions is None:
-        positions = pl.DataFrame(
-            schema={"source_file": pl.String, "column": pl.String, "file_position": pl.Int64}
+    located = failures.with_row_index("_failure").join(claim_order, on="column", how="left")
+    if positions is not None and positions.height and failures.height:
+        # Each failure's file: the last file whose first row is at or before its row.
+        starts = positions.select(pl.col("first_row_no").unique().sort())
+        located = (
+            located.sort("row_no")
+            .join_asof(starts, left_on="row_no", right_on="first_row_no", strategy="backward")
+            .join(positions, on=["first_row_no", "column"], how="left")
+            .sort("_failure")
         )
-    located = (
-        failures.cast({"row_no": pl.Int64, "column": pl.String})
-        .join(
-            sources.select("row_no", pl.col("source_file").cast(pl.String)),
-            on="row_no",
-            how="left",
-        )
-        .join(positions, on=["source_file", "column"], how="left")
-        .join(claim_order, on="column", how="left")
-    )
-    far = len(CLAIM_COLUMNS) * 10  # past every position a header of claim columns can hold
+    else:
+        located = located.with_columns(pl.lit(None, dtype=pl.Int64).alias("file_position"))
     position = (
         pl.when(pl.col("column") == "")
         .then(0)
-        .otherwise(pl.coalesce("file_position", far + pl.col("_claim")))
+        .otherwise(pl.coalesce("file_position", 2**31 + pl.col("_claim")))
         .cast(pl.Int64)
     )
     return (
         located.with_columns(position.alias("position"))
-        .cast({name: dtype for name, dtype in SCHEMA_FAILURE_COLUMNS.items()})
+        .cast(dict(SCHEMA_FAILURE_COLUMNS))
         .select(*SCHEMA_FAILURE_COLUMNS)
     )
 
