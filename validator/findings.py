@@ -17,9 +17,6 @@ import polars as pl
 from validator import values as v
 from validator.catalogue import Catalogue
 
-# A row's columns in the claim schema's order: several SCH-01 findings of one row are listed
-# (and the first carries its claim) in this order, a whole-row problem first.
-
 _KEYS = ["finding_id", "rule_id", "severity", "status", "agreement_id"]
 
 

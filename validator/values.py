@@ -38,13 +38,10 @@ def stripped(column: str) -> pl.Expr:
     return pl.col(column).str.strip_chars()
 
 
-def _decimal_scaled(text: pl.Expr, pattern: str, places: int) -> pl.Expr:
-    """A decimal matching `pattern` as one integer in units of 1/10**places (else null).
-
-    The pattern decides validity; the digits are then split at the point (faster than
-    regex captures, which matters at a million rows).
-    """
-    digits = text.str.strip_prefix("£").str.replace_all(",", "", literal=True)
+def _decimal_parts(digits: pl.Expr, places: int) -> tuple[pl.Expr, pl.Expr]:
+    """A decimal's whole part, and its fraction as an integer of 1/10**places (the digits
+    after the point padded to `places`; null where they are not digits). The text is split
+    at the point, which is faster than regex captures at a million rows."""
     parts = digits.str.split_exact(".", 1)
     whole = parts.struct.field("field_0").cast(pl.Int64, strict=False)
     fraction = (
@@ -53,6 +50,14 @@ def _decimal_scaled(text: pl.Expr, pattern: str, places: int) -> pl.Expr:
         .str.pad_end(places, "0")
         .cast(pl.Int64, strict=False)
     )
+    return whole, fraction
+
+
+def _decimal_scaled(text: pl.Expr, pattern: str, places: int) -> pl.Expr:
+    """A decimal matching `pattern` as one integer in units of 1/10**places (else null);
+    the pattern decides validity."""
+    digits = text.str.strip_prefix("£").str.replace_all(",", "", literal=True)
+    whole, fraction = _decimal_parts(digits, places)
     return pl.when(text.str.contains(pattern)).then(whole * 10**places + fraction)
 
 
@@ -89,14 +94,7 @@ def wte_units(column: str) -> pl.Expr:
     bits. The rounding never takes a WTE across 0 < wte <= 1: one above 1 stays above it,
     one above 0 stays above it (the schema then judges the WTE written)."""
     text = stripped(column)
-    parts = text.str.split_exact(".", 1)
-    whole = parts.struct.field("field_0").cast(pl.Int64, strict=False)
-    fraction = (  # the digits after the point, as an integer of 10**-18 WTE
-        parts.struct.field("field_1")
-        .fill_null("")
-        .str.pad_end(18, "0")
-        .cast(pl.Int64, strict=False)
-    )
+    whole, fraction = _decimal_parts(text, 18)  # the fraction in 10**-18 WTE
     nearest = whole * WTE_UNITS + (fraction * 6 + 10**12) // (2 * 10**12)
     above_one = (whole > 1) | ((whole == 1) & (fraction > 0))
     above_zero = (whole > 0) | (fraction > 0)

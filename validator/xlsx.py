@@ -89,14 +89,14 @@ EXCEL_CELL_CHARACTERS = 32_767
 _CUT_AT = EXCEL_CELL_CHARACTERS - 100
 
 
+FORMULA_START = r"^[=+\-@\t\r]"
+
+
 def formula_safe(text: pl.Expr) -> pl.Expr:
     """Text a spreadsheet would run as a formula (beginning `=`, `+`, `-`, `@`, a tab or a
     carriage return) prefixed with `'`: in every CSV file and in the workbook (README,
     Outputs)."""
     return pl.when(text.str.contains(FORMULA_START)).then("'" + text).otherwise(text)
-
-
-FORMULA_START = r"^[=+\-@\t\r]"
 
 
 _FORBIDDEN = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x{FFFE}\x{FFFF}]"
