@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from validator.errors import ConfigError
-from validator.load import ClaimFile, column_positions, read_claims
+from validator.load import ClaimFile, column_positions, read_claims, with_file_of_row
 from validator.reference import load_agreements, load_reference, load_register
 from validator.schema import check_claims
 from validator.units import MAX_LINES
@@ -80,19 +80,17 @@ def check_files(
             input_problems.append(str(error))
     files, raw = read_claims(claims, profile=profile, max_lines=max_lines)
     failures, _ = check_claims(raw, reference_data.role_names, column_positions(files))
-    # Each failure's file by its row number (a file's rows are numbered together), not by
-    # its name, which need not be UTF-8.
     read = [index for index, file in enumerate(files) if not file.problem and file.rows_read]
     starts = pl.DataFrame(
         {"first_row_no": [files[i].first_row_no for i in read], "file": read},
         schema={"first_row_no": pl.Int64, "file": pl.Int64},
     )
-    located = (
-        failures.join(raw.select("row_no", "source_line"), on="row_no")
-        .sort("row_no", maintain_order=True)
-        .join_asof(starts, left_on="row_no", right_on="first_row_no", strategy="backward")
-        .partition_by("file", as_dict=True, maintain_order=True)
-    )
+    located = with_file_of_row(
+        failures.join(raw.select("row_no", "source_line"), on="row_no").sort(
+            "row_no", maintain_order=True
+        ),
+        starts,
+    ).partition_by("file", as_dict=True, maintain_order=True)
     by_file = {key[0]: frame for key, frame in located.items()}
     checks = []
     for index, file in enumerate(files):

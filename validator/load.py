@@ -470,6 +470,14 @@ def column_positions(files: list[ClaimFile]) -> pl.DataFrame:
     )
 
 
+def with_file_of_row(rows: pl.DataFrame, starts: pl.DataFrame) -> pl.DataFrame:
+    """`rows` (in row_no order) with the columns of `starts` (a row per claim file, by its
+    first_row_no, in order) of the file each row is in: a file's rows are numbered together,
+    so it is the last file starting at or before the row. By number, not by the file's
+    name, which need not be UTF-8."""
+    return rows.join_asof(starts, left_on="row_no", right_on="first_row_no", strategy="backward")
+
+
 def skipped_sheets_text(file: ClaimFile) -> str:
     """What a run or check says of a workbook's sheets that hold no claim table."""
     workbook = file.path.rsplit("[", 1)[0]

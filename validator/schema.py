@@ -37,7 +37,7 @@ pa = _import_pandera()
 from pandera.errors import SchemaErrors  # noqa: E402  (after Pandera's import above)
 
 from validator import values as v  # noqa: E402
-from validator.load import CLAIM_COLUMNS  # noqa: E402
+from validator.load import CLAIM_COLUMNS, with_file_of_row  # noqa: E402
 
 SCHEMA_FAILURE_COLUMNS = {
     "row_no": pl.Int64,
@@ -288,11 +288,9 @@ def _positioned(failures: pl.DataFrame, positions: pl.DataFrame | None) -> pl.Da
     )
     located = failures.with_row_index("_failure").join(claim_order, on="column", how="left")
     if positions is not None and positions.height and failures.height:
-        # Each failure's file: the last file whose first row is at or before its row.
         starts = positions.select(pl.col("first_row_no").unique().sort())
         located = (
-            located.sort("row_no")
-            .join_asof(starts, left_on="row_no", right_on="first_row_no", strategy="backward")
+            with_file_of_row(located.sort("row_no"), starts)
             .join(positions, on=["first_row_no", "column"], how="left")
             .sort("_failure")
         )
